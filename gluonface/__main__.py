@@ -1,0 +1,5 @@
+import sys
+
+from gluonface.cli import main
+
+sys.exit(main())
