@@ -1,0 +1,163 @@
+"""``gluon.Trainer`` on a ps-lite dist kvstore, with MXNet 1.9.1's traps designed out.
+
+Facts this class is built around (each has a test in tests/distributed):
+
+* servers *sum* worker gradients: the scale is divided by ``num_workers`` so ``step(worker_batch)`` applies
+  the global mean gradient, like Horovod's average;
+* with ``update_on_kvstore=False`` the lazy first broadcast inside ``step`` races the first gradient push
+  on the same key (weights then become gradient sums): the store is initialised and the weights pulled
+  here, with ``waitall``, before the first forward;
+* with ``update_on_kvstore=True`` (forced for ``dist_async``) the optimizer is pickled to the servers once:
+  its gradient scale is frozen (so the batch size is fixed up front), ``set_learning_rate`` never reaches
+  the servers (apache/mxnet#15919: refused here) and its states cannot be saved (only the
+  hyper-parameters are written, with a warning);
+* ``Trainer`` reduces with ``pushpull``, which rejects gradient compression: with ``2bit`` the gradients
+  go through ``push`` + ``pull`` instead, the path where ps-lite supports it.
+"""
+import logging
+import pickle
+
+import mxnet as mx
+from mxnet import gluon
+from mxnet.kvstore.base import KVStoreBase
+
+from gluonface.errors import GluonFaceError
+
+LOG = logging.getLogger(__name__)
+TWO_BIT = {"type": "2bit", "threshold": 0.5}
+_SERVER_SIDE_MARKER = b"gluonface-server-side-optimizer\n"
+
+
+class OffsetStore(KVStoreBase):
+    """A view of one shared store whose integer keys start at ``offset`` (one range per trainer)."""
+
+    def __init__(self, store, offset):
+        self._store = store
+        self._offset = int(offset)
+
+    def _key(self, key):
+        if isinstance(key, (list, tuple)):
+            return [self._offset + int(k) for k in key]
+        return self._offset + int(key)
+
+    def broadcast(self, key, value, out, priority=0):
+        self._store.broadcast(self._key(key), value, out, priority=priority)
+
+    def pushpull(self, key, value, out=None, priority=0):
+        self._store.pushpull(self._key(key), value, out=out, priority=priority)
+
+    def push(self, key, value, priority=0):
+        self._store.push(self._key(key), value, priority=priority)
+
+    def pull(self, key, out=None, priority=0, ignore_sparse=True):
+        self._store.pull(self._key(key), out=out, priority=priority, ignore_sparse=ignore_sparse)
+
+    def init(self, key, value):
+        self._store.init(self._key(key), value)
+
+    def set_optimizer(self, optimizer):
+        self._store.set_optimizer(optimizer)
+
+    def set_gradient_compression(self, compression_params):
+        self._store.set_gradient_compression(compression_params)
+
+    def is_capable(self, capability):
+        return self._store.is_capable(capability)
+
+    def save_optimizer_states(self, fname, dump_optimizer=False):
+        self._store.save_optimizer_states(fname, dump_optimizer)
+
+    def load_optimizer_states(self, fname):
+        self._store.load_optimizer_states(fname)
+
+    @property
+    def type(self):
+        return self._store.type
+
+    @property
+    def rank(self):
+        return self._store.rank
+
+    @property
+    def num_workers(self):
+        return self._store.num_workers
+
+
+class KVStoreTrainer(gluon.Trainer):
+    """A ``gluon.Trainer`` on the job's dist store (see the module docstring for what differs)."""
+
+    def __init__(self, params, optimizer, optimizer_params, *, dist_ctx, batch_size=None):
+        handle = dist_ctx.handle
+        self._on_servers = bool(dist_ctx.update_on_kvstore)
+        if self._on_servers and handle.optimizer_owner is not None:
+            raise GluonFaceError("only one trainer can run its optimizer on the parameter servers (they hold "
+                                 "a single updater); fix: set dist.update_on_kvstore=false")
+        if self._on_servers and not batch_size:
+            raise ValueError("make_trainer(batch_size=...) is required when the servers run the optimizer")
+        deferred = [p.name for p in params if p._deferred_init]
+        if deferred:
+            raise ValueError(f"parameters still deferred ({deferred[:3]}...): run one forward pass before "
+                             "make_trainer so rank 0's weights can be broadcast before training")
+        store = OffsetStore(handle.store, handle.allocate(len(params)))
+        self._two_bit = dist_ctx.compression == "2bit"
+        super().__init__(params, optimizer, optimizer_params, kvstore=store,
+                         update_on_kvstore=self._on_servers)
+        self._scale /= dist_ctx.num_workers
+        self._batch_size = batch_size
+        if self._on_servers:
+            handle.optimizer_owner = self
+            self._optimizer.rescale_grad = self._scale / batch_size
+        if self._two_bit and not getattr(handle, "compression_set", False):
+            handle.store.set_gradient_compression(TWO_BIT)   # once per store, before the first key
+            handle.compression_set = True
+        self._init_kvstore()
+        self._init_params()
+        mx.nd.waitall()
+
+    def step(self, batch_size, ignore_stale_grad=False):
+        if self._on_servers and batch_size != self._batch_size:
+            raise GluonFaceError(f"step({batch_size}) after make_trainer(batch_size={self._batch_size}): "
+                                 "the servers' optimizer has a fixed gradient scale; fix: keep the batch size "
+                                 "constant (the loader drops the last partial batch)")
+        super().step(batch_size, ignore_stale_grad)
+
+    def set_learning_rate(self, lr):
+        if self._on_servers:
+            if lr == self.learning_rate:
+                return
+            raise GluonFaceError(
+                f"cannot change the learning rate to {lr} while the parameter servers run the optimizer "
+                "(MXNet never sends it to them, apache/mxnet#15919); fix: set dist.update_on_kvstore=false "
+                "(not possible for dist_async: use a constant lr there)")
+        super().set_learning_rate(lr)
+
+    def _allreduce_grads(self):
+        if not self._two_bit:
+            return super()._allreduce_grads()
+        for i, param in enumerate(self._params):
+            if param.grad_req == "null":
+                continue
+            grads = param.list_grad()
+            self._kvstore.push(i, grads, priority=-i)
+            self._kvstore.pull(i, param.list_data() if self._on_servers else grads, priority=-i)
+        return None
+
+    def save_states(self, fname):
+        if not self._on_servers:
+            return super().save_states(fname)
+        LOG.warning("optimizer states live on the parameter servers (update_on_kvstore=True) and cannot be "
+                    "saved; %s holds the hyper-parameters only, a resume restarts momentum", fname)
+        with open(fname, "wb") as fout:
+            fout.write(_SERVER_SIDE_MARKER + pickle.dumps(self._optimizer))
+        return None
+
+    def load_states(self, fname):
+        if not self._on_servers:
+            return super().load_states(fname)
+        with open(fname, "rb") as fin:
+            head = fin.read(len(_SERVER_SIDE_MARKER))
+        if head != _SERVER_SIDE_MARKER:
+            raise GluonFaceError(f"{fname} holds local optimizer states but this job runs the optimizer on the "
+                                 "servers; fix: resume with the same dist.update_on_kvstore as the run")
+        LOG.warning("update_on_kvstore=True: the servers keep their optimizer; %s restores nothing", fname)
+        return None

@@ -1,0 +1,77 @@
+"""``make_trainer``: the engine's ``gluon.Trainer``, with the same effective learning rate everywhere.
+
+The loop calls ``trainer.step(worker_batch)`` where ``worker_batch`` is the number of samples this worker
+processed (summed over its devices). Every engine then applies the mean gradient over the *global* batch:
+
+* local: ``gluon.Trainer`` sums the per-device gradients (kvstore 'device'/'local') and divides by the
+  worker batch = the global batch;
+* kvstore: ps-lite *sums* gradients over workers, so the optimizer's scale is divided by ``num_workers``
+  (the same thing Horovod's ``DistributedTrainer`` does for its average);
+* horovod: ``DistributedTrainer`` averages over workers and divides by the worker batch.
+
+Every worker must call ``step`` the same number of times: an extra step on one worker hangs ``dist_sync``
+forever and stalls Horovod (``data.loader.TrainLoader`` gives every part the same step count).
+"""
+from mxnet import gluon
+
+from gluonface.dist.kvstore_trainer import KVStoreTrainer
+from gluonface.errors import GluonFaceError
+
+
+def make_trainer(params, optimizer, dist_ctx, *, optimizer_params=None, batch_size=None, sharded=False,
+                 prefix=None):
+    """Build the trainer of ``dist_ctx.engine`` for ``params``.
+
+    Args:
+        params: ``ParameterDict``/dict/list of initialised parameters (call the net once first so no
+            parameter is still deferred: the dist engines broadcast rank 0's weights right here).
+        optimizer: name ('sgd') or ``mx.optimizer.Optimizer``; it must live in an importable module when
+            the kvstore servers run it (see ``preflight.check_optimizer_pickles``).
+        dist_ctx: ``DistContext`` from ``init_dist``.
+        optimizer_params: dict for an optimizer given by name.
+        batch_size: samples per ``step`` on this worker; required when the servers run the optimizer
+            (``update_on_kvstore``), whose gradient scale is fixed when it is sent.
+        sharded: the parameters are this worker's own shard (Partial FC class centres): gradients are never
+            reduced across workers or devices and nothing is broadcast.
+        prefix: a unique name per trainer for Horovod's tensor names (default: 'trainer<k>.').
+    Returns:
+        a ``gluon.Trainer`` (subclass) with ``step``, ``allreduce_grads``/``update``, ``learning_rate``,
+        ``set_learning_rate``, ``save_states``, ``load_states``.
+    """
+    params = _as_list(params)
+    optimizer_params = dict(optimizer_params or {})
+    if sharded:
+        return gluon.Trainer(params, optimizer, optimizer_params, kvstore=None)
+    engine = dist_ctx.engine
+    if engine == "local":
+        return gluon.Trainer(params, optimizer, optimizer_params, kvstore=dist_ctx.kvstore,
+                             update_on_kvstore=False if dist_ctx.kvstore else None)
+    if engine == "kvstore":
+        return KVStoreTrainer(params, optimizer, optimizer_params, dist_ctx=dist_ctx, batch_size=batch_size)
+    if engine == "horovod":
+        return _horovod_trainer(params, optimizer, optimizer_params, dist_ctx, prefix)
+    raise GluonFaceError(f"unknown engine {engine!r}; fix: build the DistContext with init_dist")
+
+
+def _as_list(params):
+    if isinstance(params, (dict, gluon.ParameterDict)):
+        return [params[k] for k in sorted(params.keys())]
+    return list(params)
+
+
+def _horovod_trainer(params, optimizer, optimizer_params, dist_ctx, prefix):
+    from gluonface.dist.context import import_horovod
+    hvd = import_horovod()
+    handle = dist_ctx.handle
+    if prefix is None:
+        prefix = f"trainer{handle.allocate(1)}."
+    compression = hvd.Compression.fp16 if dist_ctx.compression == "fp16" else hvd.Compression.none
+    named = {p.name: p for p in params}
+    # rank 0's weights everywhere before the first forward; then every rank starts identical
+    hvd.broadcast_parameters(named, root_rank=0, prefix=prefix)
+    for p in params:
+        for arr in p.list_data():
+            arr.wait_to_read()
+    return hvd.DistributedTrainer(params, optimizer, optimizer_params or None, compression=compression,
+                                  prefix=prefix)
+
