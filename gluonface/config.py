@@ -207,8 +207,9 @@ class TrainConfig(_Section):
     def check(self):
         _require(self.epochs > 0, "train.epochs", "must be > 0", "e.g. 20")
         _require(self.max_steps >= 0, "train.max_steps", "must be >= 0", "0 means epochs × steps per epoch")
-        _require(self.devices == "cpu" or self.devices == "gpu" or self.devices.startswith("gpu:"),
-                 "train.devices", f"'{self.devices}' is not a device list", "use cpu, gpu (all) or gpu:0,1")
+        _require(self.devices in ("cpu", "gpu") or self.devices.startswith(("gpu:", "cpu:")),
+                 "train.devices", f"'{self.devices}' is not a device list",
+                 "use cpu, cpu:N (N batch slices), gpu (all) or gpu:0,1")
         _one_of(self.amp, ("off", "bf16", "fp16", "auto"), "train.amp")
         _require(self.seed >= 0, "train.seed", "must be >= 0", "e.g. 2048")
         _require(self.log_every >= 1, "train.log_every", "must be >= 1", "e.g. 20")
