@@ -72,6 +72,7 @@ def _horovod_trainer(params, optimizer, optimizer_params, dist_ctx, prefix):
     for p in params:
         for arr in p.list_data():
             arr.wait_to_read()
-    return hvd.DistributedTrainer(params, optimizer, optimizer_params or None, compression=compression,
+    # a dict: DistributedTrainer sorts a list of Parameters, which do not define '<'
+    return hvd.DistributedTrainer(named, optimizer, optimizer_params or None, compression=compression,
                                   prefix=prefix)
 
