@@ -1,0 +1,186 @@
+"""``TrainLoader``: sharded, resumable, multi-process batches of NCHW float32 faces.
+
+Order: :class:`~gluonface.data.sampler.ShardSampler` (one permutation per ``(seed, epoch)``, part ``k``
+takes its contiguous slice). Pixels: :func:`~gluonface.data.batch.fill_batch`, whose augmentation
+randomness depends only on ``(seed, epoch, dataset index)``. Hence ``iter_from(step)`` after a restart
+yields exactly the batches an uninterrupted run would have, for any ``num_workers``.
+
+Workers are forked processes that decode into shared-memory slots (no pickling of pixel data); the parent
+copies a finished slot out and hands it back. Workers never touch MXNet.
+"""
+import mmap
+import multiprocessing as mp
+import queue
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+
+from gluonface.data.batch import fill_batch
+from gluonface.data.sampler import ShardSampler
+from gluonface.data.transforms import AugmentConfig
+from gluonface.errors import GluonFaceError
+
+
+def _worker_main(dataset, cfg, seed, normalize, slots, tasks, results):
+    import cv2
+    cv2.setNumThreads(1)
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        slot, epoch, step, indices = task
+        data, label = slots[slot]
+        try:
+            fill_batch(dataset, indices, data, label, seed=seed, epoch=epoch, augment_cfg=cfg, normalize=normalize)
+            results.put((slot, step, None))
+        except Exception as exc:  # sent to the parent, which raises it there
+            results.put((slot, step, f"{type(exc).__name__}: {exc}"))
+
+
+class TrainLoader:
+    """Batches of one part of a sharded dataset.
+
+    Args:
+        dataset: ``FaceRecordDataset``.
+        batch_size: per-part batch size.
+        seed: shuffling and augmentation seed (identical on every part).
+        part_index, num_parts: this part (rank) and the number of parts.
+        augment: ``AugmentConfig`` or ``None`` (no augmentation at all; ``AugmentConfig()`` = random flip).
+        normalize: yield ``(x − 127.5) / 128`` instead of raw 0..255 pixels.
+        num_workers: decoding processes (0 = decode in the calling process).
+        prefetch: batches in flight per worker.
+
+    Yields ``(data (B, 3, H, W) float32 RGB, label (B,) float32)`` NumPy arrays owned by the caller.
+    """
+
+    def __init__(self, dataset, batch_size: int, *, seed: int = 0, part_index: int = 0, num_parts: int = 1,
+                 augment: Optional[AugmentConfig] = None, normalize: bool = False, num_workers: int = 0,
+                 prefetch: int = 2):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed, self.augment, self.normalize = seed, augment, normalize
+        self.sampler = ShardSampler(len(dataset), batch_size, seed, part_index, num_parts)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        if num_workers > 0 and "fork" not in mp.get_all_start_methods():
+            num_workers = 0  # shared anonymous memory needs fork; decode in-process instead
+        self.num_workers = num_workers
+        self._nslots = max(1, num_workers * prefetch)
+        self.epoch = 0
+        self._procs = []
+        self._inflight = 0
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration uses."""
+        self.epoch = int(epoch)
+
+    def _shape(self) -> Tuple[int, int, int, int]:
+        h, w = self.dataset.image_size
+        return self.batch_size, 3, h, w
+
+    # --- workers ------------------------------------------------------------------------------------------
+    def _start(self):
+        shape = self._shape()
+        n_data, n_label = int(np.prod(shape)) * 4, shape[0] * 4
+        self._mem = mmap.mmap(-1, self._nslots * (n_data + n_label))
+        self._slots = []
+        for s in range(self._nslots):
+            base = s * (n_data + n_label)
+            data = np.frombuffer(self._mem, np.float32, int(np.prod(shape)), base).reshape(shape)
+            label = np.frombuffer(self._mem, np.float32, shape[0], base + n_data)
+            self._slots.append((data, label))
+        ctx = mp.get_context("fork")
+        self._tasks, self._results = ctx.Queue(), ctx.Queue()
+        for _ in range(self.num_workers):
+            p = ctx.Process(target=_worker_main, daemon=True,
+                            args=(self.dataset, self.augment, self.seed, self.normalize, self._slots,
+                                  self._tasks, self._results))
+            p.start()
+            self._procs.append(p)
+
+    def _get_result(self):
+        while True:
+            try:
+                return self._results.get(timeout=2.0)
+            except queue.Empty:
+                dead = [p for p in self._procs if not p.is_alive()]
+                if dead:
+                    codes = ", ".join(str(p.exitcode) for p in dead)
+                    self.close()
+                    raise RuntimeError(f"{len(dead)} loader worker(s) died (exit code {codes}); a worker is "
+                                       f"killed by the OS when memory runs out: lower num_workers or batch_size")
+
+    def _drain(self):
+        # Tasks of an abandoned iteration may still be writing into slots: wait for them before reuse.
+        while self._inflight:
+            self._get_result()
+            self._inflight -= 1
+
+    def close(self) -> None:
+        """Stop the worker processes (they are restarted on the next iteration)."""
+        for _ in self._procs:
+            try:
+                self._tasks.put(None)
+            except (OSError, ValueError):
+                pass
+        for p in self._procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+        self._procs, self._inflight = [], 0
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # --- iteration ----------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        return self.iter_from(0)
+
+    def iter_from(self, step: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """Yield batches ``step .. steps_per_epoch - 1`` of the current epoch."""
+        if not 0 <= step <= self.steps_per_epoch:
+            raise GluonFaceError(f"cannot resume at step {step}: an epoch has {self.steps_per_epoch} steps; "
+                                 f"fix: the checkpoint was made with another batch size or dataset")
+        if self.num_workers == 0:
+            return self._iter_inline(step)
+        return self._iter_workers(step)
+
+    def _iter_inline(self, step):
+        epoch = self.epoch
+        for s in range(step, self.steps_per_epoch):
+            data = np.empty(self._shape(), np.float32)
+            label = np.empty(self.batch_size, np.float32)
+            fill_batch(self.dataset, self.sampler.batch(epoch, s), data, label, seed=self.seed, epoch=epoch,
+                       augment_cfg=self.augment, normalize=self.normalize)
+            yield data, label
+
+    def _iter_workers(self, step):
+        if not self._procs:
+            self._start()
+        self._drain()
+        epoch, end = self.epoch, self.steps_per_epoch
+        free = list(range(self._nslots))
+        done = {}
+        issued = step
+        for s in range(step, end):
+            while free and issued < end:
+                self._tasks.put((free.pop(), epoch, issued, self.sampler.batch(epoch, issued)))
+                self._inflight += 1
+                issued += 1
+            while s not in done:
+                slot, got_step, err = self._get_result()
+                self._inflight -= 1
+                if err is not None:
+                    self.close()
+                    raise GluonFaceError(err.split(": ", 1)[1] if err.startswith("GluonFaceError") else err)
+                done[got_step] = slot
+            slot = done.pop(s)
+            data, label = self._slots[slot]
+            out = (data.copy(), label.copy())
+            free.append(slot)
+            yield out
