@@ -86,7 +86,9 @@ def save_checkpoint(run_dir, step, *, backbone, classifier, trainers, state, rng
     os.makedirs(staging, exist_ok=True)
     rank = dist_ctx.rank
     suffix = _shard_suffix(sharded, rank)
-    if sharded or dist_ctx.is_main:
+    if sharded and hasattr(classifier, "save_checkpoint"):
+        classifier.save_checkpoint(staging, trainers["classifier"])   # the shard writes its own files
+    elif sharded or dist_ctx.is_main:
         atomic_write(os.path.join(staging, f"classifier{suffix}.params"), classifier.save_parameters)
         atomic_write(os.path.join(staging, f"trainer-classifier{suffix}.states"), trainers["classifier"].save_states)
     atomic_write_text(os.path.join(staging, f"rng-rank{rank}.json"), json.dumps(rng))
@@ -169,9 +171,12 @@ def load_checkpoint(ckpt_dir, *, backbone, classifier, trainers, dist_ctx, ctx):
             f"has {dist_ctx.num_workers}; fix: resume with {state.get('num_workers')} workers")
     suffix = _shard_suffix(sharded, dist_ctx.rank)
     backbone.load_parameters(os.path.join(ckpt_dir, "backbone.params"), ctx=ctx)
-    classifier.load_parameters(os.path.join(ckpt_dir, f"classifier{suffix}.params"), ctx=ctx)
     trainers["backbone"].load_states(os.path.join(ckpt_dir, "trainer-backbone.states"))
-    trainers["classifier"].load_states(os.path.join(ckpt_dir, f"trainer-classifier{suffix}.states"))
+    if sharded and hasattr(classifier, "load_checkpoint"):
+        classifier.load_checkpoint(ckpt_dir, trainers["classifier"])
+    else:
+        classifier.load_parameters(os.path.join(ckpt_dir, f"classifier{suffix}.params"), ctx=ctx)
+        trainers["classifier"].load_states(os.path.join(ckpt_dir, f"trainer-classifier{suffix}.states"))
     rng_path = os.path.join(ckpt_dir, f"rng-rank{dist_ctx.rank}.json")
     rng = None
     if os.path.isfile(rng_path):

@@ -1,0 +1,96 @@
+"""The step loop, identical for every engine: everything engine-specific is in the trainers and the context.
+
+One step: split the worker batch over the devices, forward the backbone and the loss block under
+``autograd.record``, backward, then ``trainer.step(worker_batch)`` for the backbone and the classifier.
+Hooks run after each step in order; they observe the loop and never change the model, optimizer or data.
+"""
+import mxnet as mx
+from mxnet import autograd, gluon
+
+from gluonface.errors import GluonFaceError
+
+
+class Hook:
+    """Observer of a ``TrainLoop``. ``state_dict``/``load_state_dict`` ride along in checkpoints."""
+
+    name = "hook"
+
+    def before_train(self, loop):
+        pass
+
+    def after_step(self, loop):
+        pass
+
+    def after_train(self, loop):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class TrainLoop:
+    """Run optimizer steps ``[start_step, stop_step)`` over a ``TrainLoader``.
+
+    Attributes read by hooks: ``step`` (completed steps), ``epoch``, ``epoch_end`` (this step ended an
+    epoch), ``last_losses`` (per-device ``(b,)`` float32 NDArrays of the last step, not synchronised),
+    ``net``, ``loss_block``, ``trainers``, ``ctx``, ``schedule``, ``dist_ctx``, ``start_step``, ``stop_step``.
+    """
+
+    def __init__(self, net, loss_block, trainers, loader, dist_ctx, schedule, hooks=(), amp=None):
+        self.net, self.loss_block, self.trainers = net, loss_block, trainers
+        self.loader, self.dist_ctx, self.schedule = loader, dist_ctx, schedule
+        self.ctx = list(dist_ctx.ctx)
+        self.hooks = list(hooks)
+        self.amp = amp
+        self.step = self.epoch = self.start_step = self.stop_step = 0
+        self.epoch_end = False
+        self.last_losses = []
+        if loader.steps_per_epoch != schedule.steps_per_epoch:
+            raise GluonFaceError(f"the loader has {loader.steps_per_epoch} steps per epoch but the schedule "
+                                 f"{schedule.steps_per_epoch}; fix: build both from the same dataset and batch")
+
+    def train_step(self, data, label):
+        """One optimizer step on a worker batch: data (B, 3, H, W) float32, label (B,) float32 (NumPy or NDArray)."""
+        if len(self.ctx) > 1:
+            xs = gluon.utils.split_and_load(data, self.ctx, even_split=False)
+            ys = gluon.utils.split_and_load(label, self.ctx, even_split=False)
+        else:
+            xs, ys = [mx.nd.array(data, ctx=self.ctx[0])], [mx.nd.array(label, ctx=self.ctx[0])]
+        with autograd.record():
+            losses = [self.loss_block(self.net(x), y) for x, y in zip(xs, ys)]
+            if self.amp is not None:
+                scaled = self.amp.scale(losses)
+        autograd.backward(scaled if self.amp is not None else losses)
+        batch = data.shape[0]
+        for trainer in self.trainers.values():
+            trainer.step(batch)
+        self.last_losses = losses
+
+    def run(self, start_step, stop_step):
+        """Train from ``start_step`` (completed steps, e.g. from a checkpoint) until ``stop_step``."""
+        self.start_step, self.stop_step = start_step, stop_step
+        self.step = start_step
+        spe = self.schedule.steps_per_epoch
+        for h in self.hooks:
+            h.before_train(self)
+        while self.step < stop_step:
+            self.epoch, offset = divmod(self.step, spe)
+            self.loader.set_epoch(self.epoch)
+            for data, label in self.loader.iter_from(offset):
+                self.train_step(data, label)
+                self.step += 1
+                self.epoch_end = self.step % spe == 0
+                for h in self.hooks:
+                    h.after_step(self)
+                if self.step >= stop_step or self.epoch_end:
+                    break
+            else:
+                if not self.epoch_end:
+                    raise GluonFaceError(f"the loader stopped early in epoch {self.epoch} (step {self.step}); "
+                                         "fix: check the training rec is readable (`gluonface inspect`)")
+        mx.nd.waitall()
+        for h in self.hooks:
+            h.after_train(self)

@@ -1,0 +1,148 @@
+"""``train(cfg, resume)``: wire a config into a run (data → model → loss → trainers → loop with hooks).
+
+The wiring is the same for every engine: ``init_dist`` says who this process is, ``make_trainer`` gives
+the engine's trainer, the loop and hooks never look at the engine. Only the main worker writes the run
+directory (checkpoints excepted: each rank writes its RNG state and, with Partial FC, its classifier shard).
+"""
+import os
+
+import yaml
+
+from gluonface.config import bin_name, save_config
+from gluonface.engine import checkpoint as ck
+from gluonface.errors import GluonFaceError
+
+
+def resolve_run_dir(cfg):
+    """``train.run_dir``, or ``runs/<config file stem>`` when it is empty."""
+    if cfg.train.run_dir:
+        return cfg.train.run_dir
+    stem = os.path.splitext(os.path.basename(cfg.source))[0] if cfg.source else "run"
+    return os.path.join("runs", stem)
+
+
+def resolve_bins(eval_cfg, rec):
+    """``{name: path}`` of the verification sets; a bare file name is looked up beside ``data.rec``."""
+    rec_dir = rec if os.path.isdir(rec) else os.path.dirname(rec)
+    out = {}
+    for b in eval_cfg.bins:
+        path = os.path.join(rec_dir, b) if os.path.dirname(b) == "" and rec_dir else b
+        if not os.path.isfile(path):
+            raise GluonFaceError(f"verification set '{b}' (eval.bins) not found at '{path}'; fix: build it with "
+                                 "`gluonface pairs`, correct the path, or remove it from eval.bins")
+        out[bin_name(b)] = path
+    return out
+
+
+def find_resume_checkpoint(run_dir, resume, say):
+    """The checkpoint to start from: None (fresh) or a directory. ``resume`` is None, 'auto' or a run dir."""
+    found = ck.latest_checkpoint(run_dir)
+    if resume is None:
+        if found:
+            raise GluonFaceError(f"run directory '{run_dir}' already holds checkpoints (newest {found}); fix: "
+                                 "pass --resume auto to continue it, or set train.run_dir to a new directory")
+        return None
+    if found is None:
+        if resume == "auto":
+            say(f"note: --resume auto found no checkpoint in '{run_dir}'; starting a fresh run")
+            return None
+        raise GluonFaceError(f"--resume {resume}: no complete checkpoint in '{run_dir}/checkpoints'; fix: "
+                             "pass the run directory of an earlier `gluonface train`, or --resume auto")
+    return found
+
+
+def _check_same_trajectory(cfg, ckpt_dir, run_dir):
+    state = ck.read_state(ckpt_dir)
+    if state.get("config_hash") == cfg.trajectory_hash():
+        return
+    diff = []
+    old_path = os.path.join(run_dir, "config.yaml")
+    if os.path.isfile(old_path):
+        with open(old_path, encoding="utf-8") as f:
+            old = yaml.safe_load(f)
+        new = cfg.to_dict()
+        diff = [f"{s}.{k}: {old.get(s, {}).get(k)!r} -> {v!r}" for s in new for k, v in new[s].items()
+                if old.get(s, {}).get(k) != v]
+    raise GluonFaceError(f"the config differs from the one run '{run_dir}' was trained with "
+                         f"({'; '.join(diff) or 'hash mismatch'}); fix: resume with the same config and --set "
+                         "values (only logging/eval/checkpoint keys may change), or start a new run_dir")
+
+
+def train(cfg, resume=None):
+    """Train (or resume) the run described by ``cfg``.
+
+    Args:
+        cfg: ``gluonface.config.Config``.
+        resume: None (fresh; refuses a run dir that has checkpoints), 'auto' (continue the newest checkpoint
+            of ``train.run_dir`` or start fresh with a note), or the path of a run directory to continue.
+    Returns:
+        dict: ``run_dir``, ``step`` (completed steps), ``schedule`` (derived numbers), ``verification``
+        (last ``{set: metrics}`` on the main worker), ``best`` (``{'accuracy', 'step'}``).
+    """
+    from gluonface.dist import init_dist
+    from gluonface.engine.build import build_everything
+    from gluonface.engine.hooks import CheckpointHook, LogHook, VerifyHook
+    from gluonface.engine.loop import TrainLoop
+    from gluonface.engine.rng import restore_rng
+    from gluonface.engine.runlog import RunLogger, plot_curves
+
+    dist_ctx = init_dist(cfg.dist, cfg.train.devices)
+    run_dir = resume if resume not in (None, "auto") else resolve_run_dir(cfg)
+    main = dist_ctx.is_main
+    say = print if main else (lambda *_: None)
+    ckpt_dir = find_resume_checkpoint(run_dir, resume, say)
+    if ckpt_dir:
+        _check_same_trajectory(cfg, ckpt_dir, run_dir)
+    bins = resolve_bins(cfg.eval, cfg.data.rec)
+
+    parts = build_everything(cfg, dist_ctx)
+    sched = parts.schedule
+    logger = None
+    if main:
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(cfg, os.path.join(run_dir, "config.yaml"), derived=sched.as_dict())
+        logger = RunLogger(run_dir)
+        logger.info("resolved config:\n" + yaml.safe_dump(dict(cfg.to_dict(), derived=sched.as_dict()),
+                                                          sort_keys=False, default_flow_style=None))
+        logger.info(f"engine {dist_ctx.engine}: {dist_ctx.num_workers} worker(s) × {len(dist_ctx.ctx)} "
+                    f"device(s); {sched.num_images} images, {parts.num_classes} identities; run dir {run_dir}")
+
+    log_hook = LogHook(logger, cfg.train.log_every, cfg.train.progress_bar, dist_ctx)
+    verify_hook = VerifyHook(logger, cfg.eval, bins, run_dir, dist_ctx)
+    hooks = [log_hook, verify_hook]
+    ckpt_hook = CheckpointHook(run_dir, cfg.train, dist_ctx, config_hash=cfg.trajectory_hash(),
+                               sharded=parts.sharded, hooks=hooks, amp=parts.amp)
+    hooks.append(ckpt_hook)
+
+    start = 0
+    if ckpt_dir:
+        state, rng = ck.load_checkpoint(ckpt_dir, backbone=parts.net, classifier=parts.loss_block,
+                                        trainers=parts.trainers, dist_ctx=dist_ctx, ctx=dist_ctx.ctx)
+        start = int(state["step"])
+        for h in hooks:
+            h.load_state_dict(state.get("hooks", {}).get(h.name, {}))
+        if parts.amp is not None and state.get("amp"):
+            parts.amp.load_state_dict(state["amp"])
+        restore_rng(rng, cfg.train.seed, start, dist_ctx.rank)
+        say(f"resumed from {ckpt_dir} at step {start}")
+    loop = TrainLoop(parts.net, parts.loss_block, parts.trainers, parts.loader, dist_ctx, sched, hooks,
+                     amp=parts.amp)
+    try:
+        loop.run(start, sched.stop_step)
+    finally:
+        if logger is not None:
+            plot_curves(os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "curves.png"))
+            logger.close()
+    return {"run_dir": run_dir, "step": loop.step, "schedule": sched.as_dict(), "is_main": main,
+            "verification": verify_hook.last, "best": verify_hook.best}
+
+
+def train_config(path, overrides=(), resume=None):
+    """``gluonface train``: load the config, train, print a one-line summary on the main worker; returns
+    ``train``'s result."""
+    from gluonface.config import load_config
+    result = train(load_config(path, overrides), resume=resume)
+    if result["is_main"]:
+        ver = ", ".join(f"{k} {100 * v['accuracy']:.2f}%" for k, v in result["verification"].items())
+        print(f"done: {result['step']} steps in {result['run_dir']}" + (f"; verification {ver}" if ver else ""))
+    return result
