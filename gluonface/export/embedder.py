@@ -1,0 +1,177 @@
+"""``FaceEmbedder``: embeddings from an exported model (symbol, INT8 symbol or ONNX) in three lines.
+
+    emb = FaceEmbedder.from_path("out/model")          # or "out/model.onnx", "out/model-int8"
+    e = emb.embed(aligned_uint8_images)                 # (N, E) float32, L2-normalised
+    emb.compare(e[0], e[1])                             # cosine similarity
+"""
+import json
+import os
+
+import numpy as np
+
+from gluonface.errors import GluonFaceError
+from gluonface.evaluate.verification import embed_raw, l2_normalize
+from gluonface.export.symbol import check_input, load_symbol_block, split_prefix
+
+DEFAULT_INPUT_SIZE = (112, 112)
+
+
+def read_export_info(path):
+    """The ``export.json`` written beside an exported model, or ``{}`` when there is none."""
+    meta = os.path.join(os.path.dirname(os.path.abspath(str(path))), "export.json")
+    if not os.path.isfile(meta):
+        return {}
+    with open(meta, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def to_nhwc(images, input_size):
+    """Normalise image layout: uint8 HWC/CHW, one image or a batch -> ((N, H, W, 3) uint8, was_single)."""
+    x = np.asarray(images)
+    single = x.ndim == 3
+    if single:
+        x = x[None]
+    if x.ndim != 4:
+        raise GluonFaceError(f"images have shape {np.asarray(images).shape}; expected one image (H, W, 3) / "
+                             "(3, H, W) or a batch (N, H, W, 3) / (N, 3, H, W); fix: stack aligned RGB faces")
+    if x.shape[-1] != 3 and x.shape[1] == 3:
+        x = x.transpose(0, 2, 3, 1)
+    if x.shape[-1] != 3:
+        raise GluonFaceError(f"images have shape {np.asarray(images).shape}: no axis of 3 colour channels; "
+                             "fix: convert grayscale/RGBA to RGB (e.g. cv2.cvtColor) before embedding")
+    if x.dtype != np.uint8:
+        raise GluonFaceError(f"images have dtype {x.dtype}; expected uint8 RGB 0..255; fix: pass the pixels "
+                             "as read (the model normalises in-graph)")
+    if tuple(x.shape[1:3]) != tuple(input_size):
+        raise GluonFaceError(f"images are {x.shape[1]}x{x.shape[2]}; the model expects aligned "
+                             f"{input_size[0]}x{input_size[1]} faces; fix: align them first (`gluonface align` "
+                             "or FaceEmbedder.embed_photo)")
+    return x, single
+
+
+class FaceEmbedder:
+    """Embedding inference over one exported model.
+
+    Args:
+        forward: ``f(x (B, 3, H, W) float32 raw RGB) -> (B, E) float32`` (not normalised).
+        input_size: (H, W).
+        kind: ``symbol``, ``int8`` or ``onnx``.
+        info: the export.json contents (may be empty).
+        flip: default flip test-time augmentation for ``embed``.
+    """
+
+    def __init__(self, forward, input_size=DEFAULT_INPUT_SIZE, kind="symbol", info=None, flip=True):
+        self._forward = forward
+        self.input_size = tuple(input_size)
+        self.kind = kind
+        self.info = dict(info or {})
+        self.flip = flip
+        self._detector = None
+
+    @classmethod
+    def from_path(cls, path, ctx=None, flip=True, threads=None):
+        """Load ``PREFIX`` (symbol or INT8 checkpoint), ``PREFIX-symbol.json`` or ``MODEL.onnx``.
+
+        Args:
+            ctx: MXNet context for symbol models (default cpu).
+            threads: onnxruntime intra-op threads (ONNX only).
+        """
+        path = str(path)
+        info = read_export_info(path)
+        size = tuple(info.get("input_size", DEFAULT_INPUT_SIZE))
+        if path.endswith(".onnx"):
+            from gluonface.export.onnx import onnx_session
+            sess = onnx_session(path, threads)
+            inp = sess.get_inputs()[0]
+            if len(inp.shape) == 4 and all(isinstance(d, int) for d in inp.shape[2:]):
+                size = tuple(inp.shape[2:])
+
+            def forward(x):
+                return sess.run(None, {inp.name: check_input(x, size)})[0]
+            return cls(forward, size, "onnx", info, flip)
+        block = load_symbol_block(path, ctx)
+        block.hybridize(static_alloc=True, static_shape=True)
+        import mxnet as mx
+        ctx = ctx or mx.cpu()
+        prefix, _ = split_prefix(path)
+        with open(prefix + "-symbol.json", encoding="utf-8") as f:
+            kind = "int8" if "_contrib_quantize" in f.read() else "symbol"
+
+        def forward(x):
+            return block(mx.nd.array(check_input(x, size), ctx=ctx)).asnumpy()
+        try:
+            forward(np.zeros((1, 3) + size, np.float32))
+        except mx.base.MXNetError as exc:
+            raise GluonFaceError(f"{path} does not accept (1, 3, {size[0]}, {size[1]}) input "
+                                 f"({str(exc).splitlines()[0][:160]}); fix: check export.json's input_size "
+                                 "or re-export the model") from exc
+        return cls(forward, size, kind, info, flip)
+
+    def __call__(self, x):
+        """Raw forward pass: (B, 3, H, W) float32 raw RGB -> (B, E) float32 (not normalised)."""
+        return np.asarray(self._forward(check_input(x, self.input_size)), dtype=np.float32)
+
+    def embed(self, images, flip=None, batch_size=64):
+        """L2-normalised embeddings of aligned faces.
+
+        Args:
+            images: uint8 RGB, one image (H, W, 3) / (3, H, W) or a batch (N, H, W, 3) / (N, 3, H, W).
+            flip: add the mirrored image's embedding first (default: the embedder's ``flip``).
+
+        Returns:
+            (E,) float32 for one image, else (N, E) float32.
+        """
+        x, single = to_nhwc(images, self.input_size)
+        flip = self.flip if flip is None else flip
+        e = l2_normalize(embed_raw(self, x, batch_size=batch_size, flip=flip))
+        return e[0] if single else e
+
+    def compare(self, a, b):
+        """Cosine similarity of embeddings ((E,) or (N, E), broadcast row-wise) or of uint8 face images.
+
+        Returns:
+            float for two single items, else (N,) float32.
+        """
+        ea, eb = (self.embed(v) if np.asarray(v).dtype == np.uint8 else np.asarray(v, np.float32)
+                  for v in (a, b))
+        if ea.shape[-1] != eb.shape[-1]:
+            raise GluonFaceError(f"cannot compare embeddings of width {ea.shape[-1]} and {eb.shape[-1]}; fix: "
+                                 "compare embeddings from the same model")
+        na = ea / np.maximum(np.linalg.norm(ea, axis=-1, keepdims=True), 1e-12)
+        nb = eb / np.maximum(np.linalg.norm(eb, axis=-1, keepdims=True), 1e-12)
+        sim = np.sum(na * nb, axis=-1)
+        return float(sim) if np.ndim(sim) == 0 else sim.astype(np.float32)
+
+    def embed_photo(self, photo, points=None, select="largest", detector=None, flip=None):
+        """Detect (MTCNN) and align the face in an unaligned photo, then embed it.
+
+        Args:
+            photo: (H, W, 3) uint8 RGB array, or an image file path.
+            points: optional (5, 2) known landmarks (skips detection).
+            select: ``largest`` or ``central`` when several faces are found.
+            detector: an ``MTCNNDetector`` to reuse (default: one created on first use).
+
+        Returns:
+            (embedding (E,) float32 L2-normalised, ``gluonface.align.AlignResult``).
+        """
+        from gluonface.align import align_image
+        if isinstance(photo, (str, os.PathLike)):
+            from gluonface.align.image import UnreadableImage, read_rgb
+            try:
+                photo = read_rgb(str(photo))
+            except UnreadableImage as exc:
+                raise GluonFaceError(f"cannot read {photo}: {exc}; fix: pass a JPEG/PNG photo") from exc
+        if points is None and detector is None:
+            if self._detector is None:
+                from gluonface.align.mtcnn import MTCNNDetector
+                self._detector = MTCNNDetector()
+            detector = self._detector
+        if self.input_size[0] != self.input_size[1]:
+            raise GluonFaceError(f"alignment makes square crops; this model expects {self.input_size}; fix: "
+                                 "align the photo yourself and call embed()")
+        result = align_image(np.asarray(photo), size=self.input_size[0], points=points, detector=detector,
+                             select=select)
+        if not result.aligned:
+            raise GluonFaceError(f"no usable face in the photo ({result.status}: {result.reason}); fix: use a "
+                                 "photo with a visible frontal face or give the 5 landmarks")
+        return self.embed(result.crop, flip=flip), result

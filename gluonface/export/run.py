@@ -1,0 +1,156 @@
+"""``gluonface export``: a run directory's backbone -> symbol checkpoint (+ ONNX, + INT8) + ``export.json``.
+
+Every artefact is checked against the training network before the command succeeds: the symbol must
+reproduce its embeddings within 1e-5 and ONNX Runtime within 1e-4 (L2-normalised embeddings, a fixed
+random batch of raw pixels), so a broken export fails here rather than in deployment.
+"""
+import datetime
+import json
+import os
+import time
+
+import numpy as np
+
+from gluonface.errors import GluonFaceError
+
+SYMBOL_TOL = 1e-5
+ONNX_TOL = 1e-4
+
+
+def resolve_which(run_dir, which="auto"):
+    """'auto' means best/ when the run kept one, else the latest checkpoint."""
+    if which != "auto":
+        return which
+    return "best" if os.path.isfile(os.path.join(run_dir, "best", "backbone.params")) else "latest"
+
+
+def _probe_batch(input_size, n=4, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 3) + tuple(input_size)).astype(np.float32)
+
+
+def _normed(x):
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def throughput(forward, input_size, batch_size=32, min_seconds=2.0, min_iters=3):
+    """Images per second of ``forward`` on a random float32 batch (after one warm-up call)."""
+    x = _probe_batch(input_size, batch_size, seed=1)
+    forward(x)
+    iters, start = 0, time.perf_counter()
+    while iters < min_iters or time.perf_counter() - start < min_seconds:
+        forward(x)
+        iters += 1
+    return iters * batch_size / (time.perf_counter() - start)
+
+
+def check_options(int8=False, calib=None, pairs=None, **_):
+    """Refuse option combinations that cannot work before any model is loaded."""
+    if int8 and not calib:
+        raise GluonFaceError("--int8 needs calibration images; fix: add --calib path/to/train.rec")
+    if pairs and not os.path.isfile(str(pairs)):
+        raise GluonFaceError(f"pair set {pairs} does not exist; fix: make one with `gluonface pairs`")
+
+
+def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=False, int8=False, calib=None,
+                 calib_images=256, calib_mode="naive", pairs=None, batch_size=64, progress=False):
+    """Export a Gluon embedding network and verify every artefact.
+
+    Args:
+        net: initialised HybridBlock, (N, 3, H, W) float32 raw RGB -> (N, E).
+        out_prefix: writes ``OUT-symbol.json``/``OUT-0000.params``, ``OUT.onnx`` (``onnx``),
+            ``OUT-int8-symbol.json``/``-0000.params`` (``int8``) and ``export.json`` in OUT's directory.
+        info: the ``load_backbone`` info (model section, config hash, checkpoint path) for export.json.
+        calib: rec used to calibrate INT8 (required with ``int8``).
+        pairs: optional ``.bin`` pair set: verification accuracy of each exported form goes to export.json.
+
+    Returns:
+        the export.json dict.
+    """
+    import mxnet as mx
+    from gluonface.evaluate.verification import gluon_forward
+    from gluonface.export.embedder import FaceEmbedder
+    from gluonface.export.symbol import export_symbol
+    check_options(int8=int8, calib=calib, pairs=pairs)
+    info = dict(info or {})
+    input_size = tuple(input_size)
+    x = _probe_batch(input_size)
+    ref = gluon_forward(net)(x)
+    exported = export_symbol(net, out_prefix)
+    files = {"symbol": exported["symbol"], "params": exported["params"]}
+    fp32 = FaceEmbedder.from_path(out_prefix)
+    checks = {"symbol_max_abs_diff": float(np.abs(_normed(fp32(x)) - _normed(ref)).max())}
+    if checks["symbol_max_abs_diff"] > SYMBOL_TOL:
+        raise GluonFaceError(f"the exported symbol differs from the network by {checks['symbol_max_abs_diff']:.2e}"
+                             f" (> {SYMBOL_TOL}); fix: the network is not fully hybridizable, report it")
+    forms = {"symbol": fp32}
+    if onnx:
+        from gluonface.export.onnx import export_onnx
+        files["onnx"] = export_onnx(exported["sym"], exported["arg_params"], exported["aux_params"],
+                                    f"{out_prefix}.onnx", (1, 3) + input_size)
+        forms["onnx"] = FaceEmbedder.from_path(files["onnx"])
+        checks["onnx_max_abs_diff"] = float(np.abs(_normed(forms["onnx"](x)) - _normed(ref)).max())
+        if checks["onnx_max_abs_diff"] > ONNX_TOL:
+            raise GluonFaceError(f"ONNX Runtime output differs from MXNet by {checks['onnx_max_abs_diff']:.2e} "
+                                 f"(> {ONNX_TOL}); fix: an operator is translated wrongly, report it")
+    if int8:
+        from gluonface.export.quantize import calibration_images, quantize_symbol
+        from gluonface.export.symbol import save_symbol
+        images = calibration_images(calib, calib_images, image_size=input_size)
+        qsym, qarg, qaux = quantize_symbol(exported["sym"], exported["arg_params"], exported["aux_params"],
+                                           images, calib_mode=calib_mode)
+        q = save_symbol(qsym, qarg, qaux, f"{out_prefix}-int8")
+        files.update(int8_symbol=q["symbol"], int8_params=q["params"])
+        forms["int8"] = FaceEmbedder.from_path(f"{out_prefix}-int8")
+        cos = np.sum(_normed(forms["int8"](x)) * _normed(ref), axis=1)
+        checks["int8_min_cosine_to_fp32"] = float(cos.min())
+        checks["int8_calibration"] = {"rec": str(calib), "images": int(len(images)), "mode": calib_mode}
+        fp32_speed = throughput(fp32, input_size)
+        int8_speed = throughput(forms["int8"], input_size)
+        checks["speed_images_per_s"] = {"symbol_fp32": fp32_speed, "int8": int8_speed, "batch_size": 32,
+                                        "int8_speedup": int8_speed / fp32_speed}
+    verification = {}
+    if pairs:
+        from gluonface.evaluate.verification import verify_bin
+        for kind, emb in forms.items():
+            m = verify_bin(emb, pairs, batch_size=batch_size, image_size=input_size, progress=progress)
+            verification[kind] = {"accuracy": m["accuracy"], "accuracy_std": m["accuracy_std"],
+                                  "auc": m["auc"], "tar_at_far": {str(k): v for k, v in m["tar_at_far"].items()}}
+        if "int8" in verification:
+            verification["int8_accuracy_drop_points"] = 100.0 * (verification["symbol"]["accuracy"]
+                                                                 - verification["int8"]["accuracy"])
+        verification["pairs"] = str(pairs)
+    model = info.get("model") or {}
+    meta = {
+        "backbone": model.get("name", type(net).__name__),
+        "embedding_size": int(ref.shape[1]),
+        "input_size": list(input_size),
+        "input": "data: (N, 3, H, W) float32 raw RGB 0..255",
+        "normalisation": "in-graph (x - 127.5) / 128" if model.get("input_norm", True) else "none",
+        "output": "fc1_output: (N, E) float32, not L2-normalised",
+        "model": model,
+        "config_hash": info.get("config_hash"),
+        "checkpoint": info.get("path"),
+        "step": info.get("step"),
+        "files": {k: os.path.basename(v) for k, v in files.items()},
+        "checks": checks,
+        "verification": verification,
+        "mxnet": mx.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with open(os.path.join(os.path.dirname(os.path.abspath(out_prefix)), "export.json"), "w",
+              encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+def export_run(run_dir, out_prefix, which="auto", **kw):
+    """Load a run's backbone (``which`` = auto | best | latest | step) and ``export_model`` it."""
+    from gluonface.engine.checkpoint import load_backbone
+    check_options(**kw)
+    if not os.path.isdir(str(run_dir)):
+        raise GluonFaceError(f"run directory {run_dir} does not exist; fix: pass the directory `gluonface "
+                             "train` wrote")
+    net, info = load_backbone(str(run_dir), resolve_which(str(run_dir), which))
+    info = {k: v for k, v in info.items() if k != "config"}
+    return export_model(net, str(out_prefix), info=info, **kw)

@@ -1,0 +1,156 @@
+"""``export_run`` on a run directory: symbol, ONNX and INT8 artefacts checked with plain MXNet/onnxruntime."""
+import json
+import os
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluonface.config import build_config, save_config
+from gluonface.data.record import RecordWriter
+from gluonface.engine.checkpoint import load_backbone, save_best
+from gluonface.errors import GluonFaceError
+from gluonface.export.embedder import FaceEmbedder
+from gluonface.export.run import export_run
+from gluonface.models import get_model
+
+EMB = 32
+
+
+def _make_run(run_dir, seed=0, name="iresnet_tiny"):
+    """A run directory as `gluonface train` lays it out, holding a randomly initialised backbone whose BN
+    statistics and fixed gammas are far from their defaults (so a missed graph fix changes the output)."""
+    cfg = build_config({"model": {"name": name, "embedding_size": EMB}})
+    os.makedirs(run_dir, exist_ok=True)
+    save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    net = get_model(name, embedding_size=EMB)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 112, 112)))
+    rng = np.random.default_rng(seed)
+    for p in net.collect_params().values():
+        if p.name.endswith(("running_var", "gamma")):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 2.0, p.shape)))
+        elif p.name.endswith(("running_mean", "beta", "alpha")):
+            p.set_data(mx.nd.array(rng.normal(0, 0.2, p.shape)))
+    save_best(run_dir, net, {"step": 7})
+    return cfg
+
+
+def _make_rec(prefix, n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    w = RecordWriter(prefix)
+    for i in range(n):
+        img = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+        w.add_image(cv2.imencode(".png", img)[1].tobytes(), i // 4)
+    w.close(image_size=(112, 112))
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    run_dir = str(root / "run")
+    _make_run(run_dir)
+    rec = _make_rec(str(root / "calib" / "train"))
+    meta = export_run(run_dir, str(root / "out" / "model"), onnx=True, int8=True, calib=rec)
+    net, _ = load_backbone(run_dir, "best")
+    return root, run_dir, net, meta
+
+
+def _ref(net, x):
+    return net(mx.nd.array(x)).asnumpy()
+
+
+def _batch(n, seed=3):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 3, 112, 112)).astype(np.float32)
+
+
+def test_symbol_loads_with_plain_mxnet(exported):
+    root, _, net, meta = exported
+    prefix = str(root / "out" / "model")
+    x = _batch(3)
+    ref = _ref(net, x)
+    blk = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
+    np.testing.assert_allclose(blk(mx.nd.array(x)).asnumpy(), ref, atol=1e-5, rtol=0)
+    sym, arg, aux = mx.model.load_checkpoint(prefix, 0)
+    sym = sym.get_internals()["fc1_output"]
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=[("data", x.shape)], for_training=False)
+    mod.set_params(arg, aux)
+    mod.forward(mx.io.DataBatch([mx.nd.array(x)]), is_train=False)
+    np.testing.assert_allclose(mod.get_outputs()[0].asnumpy(), ref, atol=1e-5, rtol=0)
+    # Only the backbone's parameters are exported (no classifier, no optimiser state).
+    saved = mx.nd.load(prefix + "-0000.params")
+    own = list(net.collect_params().values())
+    assert len(saved) == len(own)
+    assert sum(v.size for v in saved.values()) == sum(int(np.prod(p.shape)) for p in own)
+
+
+def test_onnx_graph_fixes_and_parity(exported):
+    import onnx
+    import onnxruntime as ort
+    root, _, net, meta = exported
+    path = str(root / "out" / "model.onnx")
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    inits = {i.name: i for i in model.graph.initializer}
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert "data" not in inits and len(inits) > 0
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for n in (1, 5):  # the batch dimension is dynamic
+        x = _batch(n, seed=n)
+        np.testing.assert_allclose(sess.run(None, {"data": x})[0], _ref(net, x), atol=1e-4, rtol=0)
+    assert meta["checks"]["onnx_max_abs_diff"] <= 1e-4
+
+
+def test_int8_and_export_json(exported):
+    root, run_dir, net, meta = exported
+    on_disk = json.load(open(root / "out" / "export.json"))
+    assert on_disk["backbone"] == "iresnet_tiny" and on_disk["embedding_size"] == EMB
+    assert on_disk["input_size"] == [112, 112] and on_disk["step"] == 7
+    cfg_line = open(os.path.join(run_dir, "config.yaml")).readline()
+    assert on_disk["config_hash"] in cfg_line
+    assert set(on_disk["files"]) == {"symbol", "params", "onnx", "int8_symbol", "int8_params"}
+    q = FaceEmbedder.from_path(str(root / "out" / "model-int8"))
+    assert q.kind == "int8"
+    x = _batch(4)
+    a, b = q(x), _ref(net, x)
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    # Random weights on noise are the hardest case for 8-bit ranges; trained models stay closer.
+    assert cos.min() > 0.9
+    assert meta["checks"]["speed_images_per_s"]["int8"] > 0
+
+
+def test_mismatched_and_missing_files(exported, tmp_path):
+    root, _, _, _ = exported
+    prefix = str(root / "out" / "model")
+    with pytest.raises(GluonFaceError, match="does not exist"):
+        FaceEmbedder.from_path(str(tmp_path / "nothing"))
+    # A symbol of another network (mobilefacenet) with this network's params.
+    other = get_model("mobilefacenet", embedding_size=EMB)
+    other.initialize()
+    other(mx.nd.zeros((1, 3, 112, 112)))
+    from gluonface.export.symbol import export_symbol
+    export_symbol(other, str(tmp_path / "other"))
+    os.replace(prefix + "-0000.params", str(tmp_path / "keep.params"))
+    try:
+        os.link(str(tmp_path / "keep.params"), str(tmp_path / "other-0000.params.mine"))
+        os.replace(str(tmp_path / "other-0000.params.mine"), str(tmp_path / "other-0000.params"))
+        with pytest.raises(GluonFaceError, match="does not match|does not fit"):
+            FaceEmbedder.from_path(str(tmp_path / "other"))
+        with pytest.raises(GluonFaceError, match="params file .* does not exist"):
+            FaceEmbedder.from_path(prefix)
+    finally:
+        os.replace(str(tmp_path / "keep.params"), prefix + "-0000.params")
+
+
+def test_bad_run_dir_and_int8_without_calib(tmp_path):
+    with pytest.raises(GluonFaceError, match="does not exist"):
+        export_run(str(tmp_path / "missing"), str(tmp_path / "o"))
+    os.makedirs(tmp_path / "notarun")
+    with pytest.raises(GluonFaceError, match="config.yaml"):
+        export_run(str(tmp_path / "notarun"), str(tmp_path / "o"))
+    with pytest.raises(GluonFaceError, match="--calib"):
+        export_run(str(tmp_path / "notarun"), str(tmp_path / "o"), int8=True)
