@@ -127,6 +127,7 @@ class MTCNNDetector:
 
     def _refine(self, norm, boxes):
         """R-Net on 24x24 crops → squared boxes ``(M, 4)``."""
+        boxes = np.round(boxes)  # crops are whole pixels; regression applies to the box actually cropped
         reg, prob = self._run(self.rnet, crop_patches(norm, boxes, 24))
         ok = prob[:, 1] > self.thresholds[1]
         boxes = apply_regression(boxes[ok], reg[ok])
@@ -134,6 +135,7 @@ class MTCNNDetector:
 
     def _output(self, norm, boxes):
         """O-Net on 48x48 crops → ``(boxes (K, 4), scores (K,), points (K, 5, 2))``, best first."""
+        boxes = np.round(boxes)  # landmarks are fractions of the box actually cropped
         reg, marks, prob = self._run(self.onet, crop_patches(norm, boxes, 48))
         ok = prob[:, 1] > self.thresholds[2]
         boxes, reg, marks, scores = boxes[ok], reg[ok], marks[ok], prob[ok, 1]
