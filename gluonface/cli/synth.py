@@ -1,6 +1,6 @@
 """Render synthetic face identities into an identity-folder tree with true 5-point landmarks.
 
-Writes OUT/id00000/000.jpg ... and OUT/landmarks.tsv. By default faces are aligned near the ArcFace
+Writes OUT/s<seed>_id00000/000.jpg ... and OUT/landmarks.tsv. By default faces are aligned near the ArcFace
 112x112 template; --raw writes unaligned faces on larger canvases for `gluonface align`.
 Same --seed gives byte-identical files for any --workers.
 """

@@ -180,6 +180,11 @@ class FaceRecordDataset(gluon.data.Dataset):
         _, image = self._read_key(key)
         return image, int(self.labels[idx])
 
+    def read_record(self, idx: int):
+        """The record of dataset position ``idx`` as stored: ``(IRHeader, encoded bytes)`` (for integrity
+        checks: the header label is the record's own label, not the identity range's)."""
+        return self._read_key(int(self._keys[idx]))
+
     def record_key(self, idx: int) -> int:
         """The rec key (record index) of dataset position ``idx``, for error messages and inspection."""
         return int(self._keys[idx])

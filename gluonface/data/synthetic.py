@@ -1,6 +1,6 @@
 """``gluonface synth``: write procedural identities as an identity-folder tree with true landmarks.
 
-``OUT/id00000/000.jpg ...`` plus ``OUT/landmarks.tsv``. Every image's randomness comes from
+``OUT/s<seed>_id00000/000.jpg ...`` plus ``OUT/landmarks.tsv``. Every image's randomness comes from
 ``(seed, identity, image)`` only, so the bytes are the same for any number of worker processes.
 """
 import multiprocessing as mp
@@ -30,8 +30,10 @@ class SynthSpec:
     nuisance: float = 1.0
 
 
-def identity_name(i: int) -> str:
-    return f"id{i:05d}"
+def identity_name(seed: int, i: int) -> str:
+    """Folder name of identity ``i``; it names the seed too, so sets made with different seeds never share
+    a name (``gluonface pairs --exclude-identities-of`` matches identities by name)."""
+    return f"s{seed}_id{i:05d}"
 
 
 def render_image(spec: SynthSpec, identity: int, image: int, params=None) -> Tuple[np.ndarray, np.ndarray]:
@@ -52,7 +54,7 @@ def _write_identity(args) -> List[Tuple[str, np.ndarray]]:
     spec, out, identity = args
     cv2.setNumThreads(1)  # one process per core already
     params = identity_params(np.random.default_rng([spec.seed, 1, identity]))
-    folder = identity_name(identity)
+    folder = identity_name(spec.seed, identity)
     os.makedirs(os.path.join(out, folder), exist_ok=True)
     marks = []
     for j in range(spec.images_per_id):
@@ -76,7 +78,7 @@ def generate(out: str, spec: SynthSpec, workers: int = 1, progress: bool = True)
     if not spec.raw and spec.size < 32:
         raise GluonFaceError(f"--size {spec.size} is too small to draw a face; fix: use --size 32 or more "
                              f"(112 is the ArcFace size)")
-    if os.path.isdir(out) and any(e.startswith("id") for e in os.listdir(out)):
+    if os.path.isdir(out) and any(e.startswith("s") and "_id" in e for e in os.listdir(out)):
         raise GluonFaceError(f"{out} already holds identity folders; fix: choose an empty output folder")
     os.makedirs(out, exist_ok=True)
     tasks = [(spec, out, i) for i in range(spec.identities)]
