@@ -17,12 +17,13 @@ def allreduce_mean(value, dist_ctx):
         value: a Python number or an ``NDArray`` (any shape, float32).
         dist_ctx: ``DistContext``.
     Returns:
-        same kind as ``value``: a float, or a new ``NDArray`` on the input's context. With the kvstore
-        engine and ``update_on_kvstore=True`` the servers would run the optimizer on any key, so the
-        worker's own value is returned (documented limitation of that mode).
+        same kind as ``value``: a float, or a new ``NDArray`` on the input's context. Kvstore engine
+        limitation: with ``update_on_kvstore=True`` the servers would run the optimizer on any key, and with
+        2-bit compression every pushed value is quantised, so then the worker's own value is returned.
     """
     is_number = isinstance(value, numbers.Number)
-    if dist_ctx.num_workers == 1 or (dist_ctx.engine == "kvstore" and dist_ctx.update_on_kvstore):
+    local_only = dist_ctx.engine == "kvstore" and (dist_ctx.update_on_kvstore or dist_ctx.compression != "none")
+    if dist_ctx.num_workers == 1 or local_only:
         return float(value) if is_number else value.copy()
     arr = mx.nd.array([value], dtype="float32") if is_number else value.astype("float32")
     if dist_ctx.engine == "horovod":

@@ -21,6 +21,7 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.kvstore.base import KVStoreBase
 
+from gluonface.dist.preflight import check_optimizer_pickles
 from gluonface.errors import GluonFaceError
 
 LOG = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class KVStoreTrainer(gluon.Trainer):
         if self._on_servers:
             handle.optimizer_owner = self
             self._optimizer.rescale_grad = self._scale / batch_size
+            if dist_ctx.is_main:   # rank 0's copy is the one the servers receive
+                check_optimizer_pickles(self._optimizer)
         if self._two_bit and not getattr(handle, "compression_set", False):
             handle.store.set_gradient_compression(TWO_BIT)   # once per store, before the first key
             handle.compression_set = True

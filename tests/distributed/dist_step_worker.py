@@ -31,8 +31,21 @@ def build_net(ctx, seed):
 
 
 def batch(step):
-    rng = np.random.RandomState(100 + step)
-    return rng.randn(GLOBAL_BATCH, 6).astype(np.float32), rng.randint(0, 3, GLOBAL_BATCH).astype(np.float32)
+    """A learnable task: the label is the arg-max of a fixed linear map of the input."""
+    x = np.random.RandomState(100 + step).randn(GLOBAL_BATCH, 6).astype(np.float32)
+    teacher = np.random.RandomState(7).randn(6, 3)
+    return x, np.argmax(x @ teacher, axis=1).astype(np.float32)
+
+
+def _held_out(ctx):
+    x = np.random.RandomState(99).randn(256, 6).astype(np.float32)
+    y = np.argmax(x @ np.random.RandomState(7).randn(6, 3), axis=1).astype(np.float32)
+    return mx.nd.array(x, ctx=ctx), mx.nd.array(y, ctx=ctx)
+
+
+def _eval_loss(net, loss_fn, held_out):
+    x, y = held_out
+    return float(loss_fn(net(x), y).mean().asscalar())
 
 
 def main():
@@ -57,6 +70,8 @@ def main():
     opt = {"learning_rate": args.lr, "momentum": args.momentum, "wd": 1e-3}
     trainer = make_trainer(net.collect_params(), "sgd", dctx, optimizer_params=opt, batch_size=per_worker)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    held_out = _held_out(dctx.ctx[0])
+    eval_before = _eval_loss(net, loss_fn, held_out)
     losses = []
     for step in range(args.steps):
         if step == args.die_at and dctx.rank == 1:
@@ -71,13 +86,15 @@ def main():
         trainer.step(per_worker)
         local = sum(float(v.sum().asscalar()) for v in ls) / per_worker
         losses.append(collectives.allreduce_mean(local, dctx))
+    eval_after = _eval_loss(net, loss_fn, held_out)
     mx.nd.waitall()
     params = {p.name.split("_", 1)[1]: p.data(dctx.ctx[0]).asnumpy()
               for p in net.collect_params().values() if p.grad_req != "null"}
     os.makedirs(args.out, exist_ok=True)
     np.savez(os.path.join(args.out, f"rank{dctx.rank}.npz"), **params)
     with open(os.path.join(args.out, f"rank{dctx.rank}.json"), "w") as f:
-        json.dump({"rank": dctx.rank, "size": dctx.num_workers, "engine": dctx.engine, "losses": losses}, f)
+        json.dump({"rank": dctx.rank, "size": dctx.num_workers, "engine": dctx.engine, "losses": losses,
+                   "eval_before": eval_before, "eval_after": eval_after}, f)
 
 
 if __name__ == "__main__":
