@@ -34,7 +34,7 @@ def get_loss(name, num_classes, embedding_size, **kw):
         num_classes: C, number of identities (ignored by ``triplet``).
         embedding_size: E.
         **kw: ``s``, ``m1``, ``m2``, ``m3``, ``easy_margin``, ``sub_centers`` for the margin losses (``None``
-            values mean "preset default"); ``use_bias`` for ``softmax``; ``margin`` for ``triplet``.
+            values mean "preset default"); ``use_bias`` for ``softmax``; ``margin`` for ``triplet``; ``compute_dtype`` (``'float32'``, or ``'float64'`` for exact checks).
 
     Returns:
         An uninitialised ``HybridBlock``: ``(embeddings (N, E), labels (N,)) → (N,) float32``.
@@ -45,16 +45,16 @@ def get_loss(name, num_classes, embedding_size, **kw):
     kw = {k: v for k, v in kw.items() if v is not None}
     if module_name == "margin" and cls_name == "MarginSoftmaxLoss":
         args = {**preset, **kw}
-        unknown = set(args) - _MARGIN_KW
+        unknown = set(args) - _MARGIN_KW - {"compute_dtype"}
         if int(args.get("sub_centers", 1)) < 1:
             raise GluonFaceError(f"sub_centers must be >= 1, got {args['sub_centers']}; fix: use 1 or 3")
     elif cls_name == "SoftmaxLoss":
         # The margin keys may be present in a config section shared by all losses; they do not apply here.
         args = {k: v for k, v in kw.items() if k not in _MARGIN_KW}
-        unknown = set(args) - {"use_bias"}
+        unknown = set(args) - {"use_bias", "compute_dtype"}
     else:
         args = {k: v for k, v in kw.items() if k not in _MARGIN_KW}
-        unknown = set(args) - {"margin"}
+        unknown = set(args) - {"margin", "compute_dtype"}
     if unknown:
         raise GluonFaceError(f"loss {name!r} does not take {sorted(unknown)}; fix: remove them from the loss config")
     import importlib

@@ -65,8 +65,10 @@ class MarginSoftmaxLoss(gluon.HybridBlock):
     """
 
     def __init__(self, num_classes, embedding_size, s=64.0, m1=1.0, m2=0.5, m3=0.0,
-                 easy_margin=False, sub_centers=1, **kwargs):
+                 easy_margin=False, sub_centers=1, compute_dtype="float32", **kwargs):
         super().__init__(**kwargs)
+        # float32 by default whatever the embedding dtype; float64 only for gradient checks in tests.
+        self.compute_dtype = compute_dtype
         self.num_classes, self.sub_centers = int(num_classes), int(sub_centers)
         self.s, self.m1, self.m2, self.m3 = float(s), float(m1), float(m2), float(m3)
         self.easy_margin = bool(easy_margin)
@@ -79,8 +81,8 @@ class MarginSoftmaxLoss(gluon.HybridBlock):
         """``(N, E)`` embeddings → ``(N, C)`` float32 cosines (max over sub-centres)."""
         # Explicit float32: under AMP the backbone may hand us bfloat16/float16 embeddings. ``dot`` is a
         # widest-type op for AMP, so with float32 inputs it stays float32 (FullyConnected would be cast down).
-        x = F.L2Normalization(F.cast(embeddings, "float32"), mode="instance")
-        w = F.L2Normalization(F.cast(weight, "float32"), mode="instance")
+        x = F.L2Normalization(F.cast(embeddings, self.compute_dtype), mode="instance")
+        w = F.L2Normalization(F.cast(weight, self.compute_dtype), mode="instance")
         cos = F.dot(x, w, transpose_b=True)
         if self.sub_centers > 1:
             cos = F.max(F.reshape(cos, (0, self.num_classes, self.sub_centers)), axis=2)
@@ -88,10 +90,10 @@ class MarginSoftmaxLoss(gluon.HybridBlock):
 
     def hybrid_forward(self, F, embeddings, labels, weight):
         cos = self.cosine(F, embeddings, weight)
-        labels = F.cast(labels, "float32")
+        labels = F.cast(labels, self.compute_dtype)
         target = F.pick(cos, labels, axis=1)
         new_target = margin_cos(F, target, self.m1, self.m2, self.m3, self.easy_margin)
-        onehot = F.one_hot(labels, self.num_classes)
+        onehot = F.one_hot(labels, self.num_classes, dtype=self.compute_dtype)
         logits = F.broadcast_add(cos, F.broadcast_mul(onehot, F.expand_dims(new_target - target, 1)))
         logp = F.log_softmax(logits * self.s, axis=1)
         return -F.pick(logp, labels, axis=1)
@@ -104,8 +106,9 @@ class SoftmaxLoss(gluon.HybridBlock):
     ``loss(embeddings (N, E), labels (N,))`` → ``(N,)`` float32.
     """
 
-    def __init__(self, num_classes, embedding_size, use_bias=True, **kwargs):
+    def __init__(self, num_classes, embedding_size, use_bias=True, compute_dtype="float32", **kwargs):
         super().__init__(**kwargs)
+        self.compute_dtype = compute_dtype
         self.num_classes, self.use_bias = int(num_classes), bool(use_bias)
         with self.name_scope():
             self.weight = self.params.get("weight", shape=(self.num_classes, int(embedding_size)),
@@ -114,8 +117,9 @@ class SoftmaxLoss(gluon.HybridBlock):
                          if self.use_bias else None)
 
     def hybrid_forward(self, F, embeddings, labels, weight, bias=None):
-        logits = F.dot(F.cast(embeddings, "float32"), weight, transpose_b=True)
+        logits = F.dot(F.cast(embeddings, self.compute_dtype), F.cast(weight, self.compute_dtype),
+                       transpose_b=True)
         if bias is not None:
-            logits = F.broadcast_add(logits, F.expand_dims(bias, 0))
+            logits = F.broadcast_add(logits, F.expand_dims(F.cast(bias, self.compute_dtype), 0))
         logp = F.log_softmax(logits, axis=1)
-        return -F.pick(logp, F.cast(labels, "float32"), axis=1)
+        return -F.pick(logp, F.cast(labels, self.compute_dtype), axis=1)

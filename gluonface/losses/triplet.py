@@ -14,16 +14,17 @@ class BatchHardTripletLoss(gluon.HybridBlock):
     ``loss(embeddings (N, E), labels (N,))`` → ``(N,)`` float32.
     """
 
-    def __init__(self, margin=0.3, **kwargs):
+    def __init__(self, margin=0.3, compute_dtype="float32", **kwargs):
         super().__init__(**kwargs)
         self.margin = float(margin)
+        self.compute_dtype = compute_dtype  # float64 only for gradient checks
 
     def hybrid_forward(self, F, embeddings, labels):
-        x = F.L2Normalization(F.cast(embeddings, "float32"), mode="instance")
+        x = F.L2Normalization(F.cast(embeddings, self.compute_dtype), mode="instance")
         sq = 2.0 - 2.0 * F.dot(x, x, transpose_b=True)
         # The clip keeps sqrt's gradient finite at d = 0 (the diagonal); clip passes no gradient below 1e-12.
         dist = F.sqrt(F.clip(sq, 1e-12, 4.0))
-        lab = F.cast(labels, "float32")
+        lab = F.cast(labels, self.compute_dtype)
         same = F.broadcast_equal(F.expand_dims(lab, 1), F.expand_dims(lab, 0))
         eye = F.broadcast_equal(F.expand_dims(F.contrib.arange_like(lab), 1),
                                 F.expand_dims(F.contrib.arange_like(lab), 0))
