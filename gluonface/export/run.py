@@ -154,3 +154,28 @@ def export_run(run_dir, out_prefix, which="auto", **kw):
     net, info = load_backbone(str(run_dir), resolve_which(str(run_dir), which))
     info = {k: v for k, v in info.items() if k != "config"}
     return export_model(net, str(out_prefix), info=info, **kw)
+
+
+def export_and_report(run_dir, out_prefix, which="auto", **kw):
+    """``export_run`` and print what was written and checked (the ``gluonface export`` command); returns 0."""
+    meta = export_run(run_dir, out_prefix, which, **kw)
+    folder = os.path.dirname(os.path.abspath(out_prefix))
+    print(f"exported {meta['backbone']} (E={meta['embedding_size']}, step {meta['step']}) to {folder}:")
+    for kind, name in meta["files"].items():
+        print(f"  {kind:12s} {name}")
+    checks = meta["checks"]
+    print(f"  symbol vs training network: max |diff| {checks['symbol_max_abs_diff']:.2e} (normalised)")
+    if "onnx_max_abs_diff" in checks:
+        print(f"  onnxruntime vs MXNet:        max |diff| {checks['onnx_max_abs_diff']:.2e}")
+    if "speed_images_per_s" in checks:
+        s = checks["speed_images_per_s"]
+        print(f"  INT8: min cosine to fp32 {checks['int8_min_cosine_to_fp32']:.4f}, {s['int8']:.1f} vs "
+              f"{s['symbol_fp32']:.1f} img/s fp32 (x{s['int8_speedup']:.2f}, batch {s['batch_size']})")
+    for kind, v in meta["verification"].items():
+        if isinstance(v, dict):
+            print(f"  {kind} accuracy on {os.path.basename(meta['verification']['pairs'])}: "
+                  f"{100 * v['accuracy']:.2f} %")
+    if "int8_accuracy_drop_points" in meta["verification"]:
+        print(f"  INT8 accuracy drop: {meta['verification']['int8_accuracy_drop_points']:.2f} points")
+    print(f"  details: {os.path.join(folder, 'export.json')}")
+    return 0
