@@ -27,6 +27,8 @@ class AlignPreprocess:
                  max_side=1280):
         if select not in pipeline.SELECT_MODES:
             raise GluonFaceError(f"select {select!r} is unknown; fix: one of {pipeline.SELECT_MODES}")
+        if landmarks is None and min_face < 12:
+            raise GluonFaceError(f"min face {min_face} px is below MTCNN's 12-px window; fix: use 12 or more")
         self.size = parse_size(size)
         self.select, self.min_face, self.max_side = select, float(min_face), int(max_side)
         self.landmarks = None if landmarks is None else {
