@@ -24,11 +24,31 @@ def add_arguments(parser):
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any file was skipped")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # --- alignment hook: `gluonface align` adds its `--align ...` options here (see _preprocess). ---
+    parser.add_argument("--align", action="store_true",
+                        help="detect (MTCNN) and warp each face to the ArcFace template at --size before "
+                             "packing; images without a face are skipped and listed")
+    parser.add_argument("--landmarks", metavar="FILE",
+                        help="with --align: landmarks TSV (paths relative to SRC) to warp from instead of "
+                             "detecting; images it does not list are skipped")
+    parser.add_argument("--select", choices=("largest", "central"), default="largest",
+                        help="with --align: face to keep when several are found (default largest)")
+    parser.add_argument("--min-face", type=int, default=40, help="with --align: smallest face in px")
 
 
 def _preprocess(args):
     """The per-image preprocess callable for ``pack`` (None: images are packed as they are)."""
-    return None
+    if not args.align:
+        if args.landmarks:
+            from gluonface.errors import GluonFaceError
+            raise GluonFaceError("--landmarks only applies with --align; fix: add --align")
+        return None
+    from gluonface.align.preprocess import AlignPreprocess
+    landmarks = None
+    if args.landmarks:
+        from gluonface.align.sources import read_landmarks_file
+        landmarks = read_landmarks_file(args.landmarks)
+    return AlignPreprocess(size=tuple(args.size), select=args.select, min_face=args.min_face,
+                           landmarks=landmarks)
 
 
 def run(args) -> int:
