@@ -61,9 +61,10 @@ def sample_rows(labels, start, num_local, num_sample, rng):
         positives = np.unique(local[inside])
         need = num_sample - positives.size
         if need > 0:
-            free = np.ones(num_local, dtype=bool)
-            free[positives] = False
-            negatives = rng.choice(np.flatnonzero(free), size=need, replace=False)
+            # num_sample distinct rows in random order, positives dropped: a uniform draw of negatives in
+            # O(num_sample) memory, with no mask over the shard (10^8 rows on parameter servers)
+            drawn = rng.choice(num_local, size=num_sample, replace=False)
+            negatives = drawn[~np.isin(drawn, positives)][:need]
             rows = np.sort(np.concatenate([positives, negatives.astype(np.int64)]))
         else:
             rows = positives

@@ -1,0 +1,209 @@
+"""Partial FC on parameter servers: the ``(C, E)`` centre matrix is a row-sparse key on the servers.
+
+Per step each worker pulls only the rows it needs (``row_sparse_pull``: its batch's classes plus
+``ceil(sample_rate · C)`` minus those, random negatives), computes the margin softmax of its own samples
+over those rows, and pushes the row-sparse gradient; the servers sum the workers' pushes and run
+``PartialFCServerSGD`` on the touched rows. Worker memory for the classifier is O(rows pulled · E);
+only rank 0 ever holds the full matrix, transiently, to initialise the servers and to write a
+checkpoint. Above ``MXNET_KVSTORE_BIGARRAY_BOUND`` elements ps-lite slices the rows over all servers.
+
+Why not a Gluon ``Parameter(stype='row_sparse')`` and a second ``gluon.Trainer``: the parameter would
+allocate all C rows on every worker, and the trainer would number its keys from 0 and send its own
+optimizer, colliding with the backbone trainer on the job's single store and single server updater.
+The block uses the job's store (``dist_ctx.handle``) with keys of its own instead.
+"""
+import json
+import os
+
+import numpy as np
+from mxnet import autograd, gluon, nd
+
+from gluonface.errors import GluonFaceError
+from gluonface.losses.partial_fc_ops import margin_logits
+from gluonface.losses.partial_fc_server import PartialFCServerSGD
+from gluonface.losses.partial_fc_shard import init_rows, num_sampled, sample_rows, step_rng
+
+
+_MARKER = 1e30
+
+
+class PartialFCKVStore(gluon.Block):
+    """Margin softmax over ``num_classes`` centres held by the parameter servers of ``dist_ctx``.
+
+    Args: as ``PartialFCHorovod`` plus ``dist_ctx`` (engine 'kvstore', ``handle.store`` a dist store).
+    Call: ``loss = block(emb (n, E) float32, label (n,))`` -> ``(n,)`` float32 per-sample loss.
+    """
+
+    sharded = True
+
+    def __init__(self, num_classes, embedding_size, dist_ctx, sample_rate=1.0, s=64.0, m1=1.0, m2=0.5,
+                 m3=0.0, easy_margin=False, seed=0, ctx=None, prefix="partialfc_"):
+        super().__init__(prefix=prefix)
+        self.num_classes, self.embedding_size = int(num_classes), int(embedding_size)
+        self.shape = (self.num_classes, self.embedding_size)
+        self.num_sample = num_sampled(self.num_classes, sample_rate)
+        self.margin = (float(s), float(m1), float(m2), float(m3), bool(easy_margin))
+        self.seed, self.ctx = int(seed), ctx
+        self.rank, self.num_workers = dist_ctx.rank, dist_ctx.num_workers
+        self._handle = dist_ctx.handle
+        self._store = dist_ctx.handle.store
+        self.centres_key = self._handle.allocate(2)
+        self.momentum_key = self.centres_key + 1
+        self.steps = 0                 # forward calls: seeds the negative sampling
+        self.last_rows = None          # (K,) int64 rows pulled by the last forward
+        self.pulled = None             # (K, E) float32 centres of the last forward, with their gradient
+        self._trainer = None
+        self._active = False
+
+    def forward(self, emb, label):
+        self._activate()
+        labels = label.asnumpy().astype(np.int64)
+        rows, target = sample_rows(labels, 0, self.num_classes, self.num_sample,
+                                   step_rng(self.seed, self.rank, self.steps))
+        self.steps += 1
+        with autograd.pause():
+            centres = self.pull_rows(rows)
+            centres.attach_grad()
+        self.last_rows, self.pulled = rows, centres
+        target = nd.array(target, ctx=emb.context)
+        logits = margin_logits(emb, centres.as_in_context(emb.context), target, *self.margin)
+        return -nd.pick(nd.log_softmax(logits, axis=1), target, axis=1)
+
+    def pull_rows(self, rows):
+        """Rows ``rows`` (sorted ``(K,)`` int64) of the server-side matrix as a dense ``(K, E)`` array."""
+        return self._pull(self.centres_key, rows)
+
+    def _pull(self, key, rows):
+        out = nd.sparse.zeros("row_sparse", self.shape)
+        self._store.row_sparse_pull(key, out=out, row_ids=nd.array(rows, dtype="int64"))
+        return out.data.copy()
+
+    def push_gradient(self):
+        """Send the last forward's centre gradient (row-sparse) to the servers."""
+        grad = nd.sparse.row_sparse_array((self.pulled.grad, nd.array(self.last_rows, dtype="int64")),
+                                          shape=self.shape)
+        self._store.push(self.centres_key, grad)
+
+    def make_trainer(self, optimizer, optimizer_params=None, batch_size=None):
+        """Configure the servers' optimizer for the centres; returns the object the loop steps.
+
+        Args:
+            optimizer: 'sgd' (the only one the servers run for Partial FC).
+            optimizer_params: ``learning_rate``, ``momentum``, ``wd``, ``clip_gradient``,
+                ``lr_scheduler`` (importable: it is pickled to the servers), ``begin_num_update``.
+            batch_size: samples per ``step`` on this worker (the servers' gradient scale is fixed).
+        """
+        if optimizer != "sgd":
+            raise GluonFaceError(f"Partial FC on parameter servers runs SGD only (got optim.name={optimizer!r}); "
+                                 "fix: set optim.name=sgd, or dist.engine=horovod")
+        if not batch_size:
+            raise ValueError("make_trainer(batch_size=...) is required: the servers' gradient scale is fixed")
+        if self._handle.optimizer_owner is not None:
+            raise GluonFaceError("another trainer already runs its optimizer on the parameter servers, which hold "
+                                 "one updater; fix: set dist.update_on_kvstore=false with loss.partial_fc")
+        self._trainer = ServerTrainer(self, dict(optimizer_params or {}), int(batch_size))
+        self._handle.optimizer_owner = self._trainer
+        return self._trainer
+
+    def checkpoint_files(self):
+        """Names this rank writes into a checkpoint directory (rank 0 writes both, the others none)."""
+        return ("classifier.params", "classifier.json") if self.rank == 0 else ()
+
+    def save_checkpoint(self, dirname, trainer):
+        """Rank 0 pulls the whole matrix and its momentum from the servers and writes them; others return."""
+        self._activate()
+        if self.rank != 0:
+            return
+        everything = np.arange(self.num_classes, dtype=np.int64)
+        nd.save(os.path.join(dirname, "classifier.params"),
+                {"weight": self._pull(self.centres_key, everything),
+                 "momentum": self._pull(self.momentum_key, everything)})
+        with open(os.path.join(dirname, "classifier.json"), "w") as fout:
+            json.dump({"steps": self.steps, "num_update": trainer.num_update, "shape": list(self.shape)}, fout)
+
+    def load_checkpoint(self, dirname, trainer):
+        """Every rank, before the first forward: start the servers from the checkpoint."""
+        if self._active:
+            raise GluonFaceError("load_checkpoint after training started; fix: load right after make_trainer")
+        with open(os.path.join(dirname, "classifier.json")) as fin:
+            info = json.load(fin)
+        if tuple(info["shape"]) != self.shape:
+            raise GluonFaceError(f"{dirname} holds a {tuple(info['shape'])} classifier, this job needs "
+                                 f"{self.shape}; fix: resume with the same dataset and model.embedding_size")
+        self.steps, trainer.num_update = int(info["steps"]), int(info["num_update"])
+        arrays = nd.load(os.path.join(dirname, "classifier.params")) if self.rank == 0 else None
+        self._activate(arrays)
+
+    def _activate(self, arrays=None):
+        """Once, on every worker in the same order: initialise both keys, send the optimizer, bind."""
+        if self._active:
+            return
+        if self._trainer is None:
+            raise GluonFaceError("Partial FC on parameter servers needs its trainer before the first forward; "
+                                 "fix: call make_trainer(...) right after build_partial_fc")
+        if self.rank == 0:
+            if arrays is None:
+                arrays = {"weight": nd.array(init_rows(self.seed, 0, self.num_classes, self.embedding_size)),
+                          "momentum": nd.zeros(self.shape)}
+            weight, momentum = _all_rows(arrays["weight"]), _all_rows(arrays["momentum"])
+        else:      # only rank 0's value reaches the servers; the others just declare the key
+            weight = momentum = nd.sparse.zeros("row_sparse", self.shape)
+        self._store.init(self.centres_key, weight)
+        self._store.init(self.momentum_key, momentum)
+        del weight, momentum, arrays
+        self._store.set_optimizer(self._trainer.server_optimizer())
+        self._store._barrier()            # every worker's copy of the optimizer is in place
+        # bind: a push to the momentum key hands each server its slice of the momentum array. It carries
+        # a marker in row 0: a server that failed to unpickle the optimizer (it logs the error, keeps
+        # running without an updater and would silently store gradient sums) copies it into the matrix.
+        marker = nd.sparse.row_sparse_array((nd.full((1, self.embedding_size), _MARKER),
+                                             nd.array([0], dtype="int64")), shape=self.shape)
+        self._store.push(self.momentum_key, marker)
+        if float(self._pull(self.momentum_key, np.array([0]))[0, 0].asscalar()) >= _MARKER / 2:
+            raise GluonFaceError("the parameter servers are not running the Partial FC optimizer (their log "
+                                 "shows why unpickling it failed); fix: start servers with `gluonface launch` "
+                                 "(python -m gluonface.dist.server) from the same gluonface installation")
+        self._active = True
+
+
+def _all_rows(dense):
+    """``(C, E)`` dense -> row-sparse with every row stored (``tostype`` would drop all-zero rows, and the
+    servers size their slice from the initial value)."""
+    rows = nd.arange(dense.shape[0], dtype="int64")
+    return nd.sparse.row_sparse_array((dense, rows), shape=dense.shape)
+
+
+class ServerTrainer:
+    """What the loop steps for ``PartialFCKVStore``: pushes the centre gradient; the servers update."""
+
+    def __init__(self, block, optimizer_params, batch_size):
+        self._block = block
+        self.num_update = int(optimizer_params.pop("begin_num_update", 0))
+        optimizer_params.pop("rescale_grad", None)        # set from the batch size below
+        self._params = optimizer_params
+        self.batch_size = batch_size
+
+    def server_optimizer(self):
+        """The ``PartialFCServerSGD`` sent to the servers (gradient scale 1 / global batch)."""
+        b = self._block
+        return PartialFCServerSGD(b.centres_key, b.momentum_key, begin_num_update=self.num_update,
+                                  rescale_grad=1.0 / (self.batch_size * b.num_workers), **self._params)
+
+    @property
+    def learning_rate(self):
+        sched = self._params.get("lr_scheduler")
+        return sched(self.num_update) if sched is not None else self._params.get("learning_rate", 0.01)
+
+    def step(self, batch_size, ignore_stale_grad=False):
+        """Push this step's gradient (``batch_size`` must be the one given to ``make_trainer``)."""
+        if batch_size != self.batch_size:
+            raise GluonFaceError(f"step({batch_size}) but make_trainer(batch_size={self.batch_size}): the servers' "
+                                 "gradient scale is fixed; fix: keep the batch size constant")
+        self._block.push_gradient()
+        self.num_update += 1
+
+    def save_states(self, fname):
+        """Nothing to write: the optimizer state is the momentum key, saved by ``save_checkpoint``."""
+
+    def load_states(self, fname):
+        """See ``save_states``."""

@@ -1,0 +1,111 @@
+"""One worker of the Partial FC parameter-server tests (scheduler and servers run this file too:
+``import mxnet`` turns them into ps-lite roles before ``main``).
+
+Scenarios, each writing ``OUT_DIR/<name>-rank<r>.npz`` (same batches as the Horovod worker):
+``equiv-arcface`` / ``equiv-cosface`` (sample_rate=1), ``resume-straight`` / ``resume-resumed``
+(sample_rate=0.5) and ``sampling`` (sample_rate=0.1, C=400: memory and learning).
+"""
+import os
+import sys
+import types
+
+# tiny matrices must still be sliced over both servers (ps-lite reads this in the worker)
+os.environ.setdefault("MXNET_KVSTORE_BIGARRAY_BOUND", "64")
+
+import mxnet as mx  # noqa: E402,F401  (servers and the scheduler never return from this import)
+import numpy as np  # noqa: E402
+from mxnet import autograd, gluon, nd  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from partial_fc_hvd_worker import D, E, OPT, backbone_init, global_batches  # noqa: E402
+
+from gluonface.dist import init_dist, make_trainer  # noqa: E402
+from gluonface.losses.partial_fc import build_partial_fc  # noqa: E402
+
+
+def build(dist_ctx, loss, num_classes, seed, n, backbone=None):
+    dist_ctx.handle.optimizer_owner = None   # scenarios run one after the other in one job
+    net = gluon.nn.Dense(E, in_units=D, use_bias=False)
+    net.initialize(ctx=mx.cpu())
+    net.weight.set_data(nd.array(backbone_init(seed) if backbone is None else backbone))
+    cls = build_partial_fc(loss, num_classes, E, dist_ctx, seed=seed)
+    net_trainer = make_trainer(net.collect_params(), "sgd", dist_ctx, optimizer_params=OPT, batch_size=n)
+    cls_trainer = cls.make_trainer("sgd", OPT, batch_size=n)
+    return net, cls, net_trainer, cls_trainer
+
+
+def train(dist_ctx, parts, x, y, start, stop):
+    net, cls, net_trainer, cls_trainer = parts
+    n = x.shape[1] // dist_ctx.num_workers
+    mine = slice(dist_ctx.rank * n, (dist_ctx.rank + 1) * n)
+    losses, positives_ok, pulled = [], True, 0
+    for t in range(start, stop):
+        with autograd.record():
+            loss = cls(net(nd.array(x[t, mine])), nd.array(y[t, mine]))
+        loss.backward()
+        net_trainer.step(n)
+        cls_trainer.step(n)
+        losses.append(loss.asnumpy())
+        positives_ok &= bool(np.isin(y[t, mine], cls.last_rows).all())
+        pulled = max(pulled, cls.pulled.shape[0])
+    return np.concatenate(losses), positives_ok, pulled
+
+
+def full_matrix(cls, ckpt, trainer):
+    cls.save_checkpoint(str(ckpt), trainer)
+    if cls.rank != 0:
+        return np.zeros(0)
+    return nd.load(os.path.join(ckpt, "classifier.params"))["weight"].asnumpy()
+
+
+def main(out):
+    dist_ctx = init_dist(types.SimpleNamespace(engine="kvstore", kvstore="dist_sync"))
+    rank = dist_ctx.rank
+    margins = {"arcface": (16.0, 1.0, 0.5, 0.0), "cosface": (16.0, 1.0, 0.0, 0.4)}
+    for name, (s, m1, m2, m3) in margins.items():
+        loss = types.SimpleNamespace(s=s, m1=m1, m2=m2, m3=m3, easy_margin=False, sub_centers=1, sample_rate=1.0)
+        parts = build(dist_ctx, loss, 10, 3, 4)
+        x, y = global_batches(5, 3, 8, 10)
+        losses, _, _ = train(dist_ctx, parts, x, y, 0, 3)
+        ckpt = os.path.join(out, f"ckpt-{name}")
+        os.makedirs(ckpt, exist_ok=True)
+        np.savez(os.path.join(out, f"equiv-{name}-rank{rank}.npz"), A=parts[0].weight.data().asnumpy(),
+                 W=full_matrix(parts[1], ckpt, parts[3]), losses=losses)
+
+    loss = types.SimpleNamespace(s=16.0, m1=1.0, m2=0.0, m3=0.4, easy_margin=False, sub_centers=1, sample_rate=0.5)
+    x, y = global_batches(7, 4, 8, 20)
+    straight = build(dist_ctx, loss, 20, 4, 4)
+    train(dist_ctx, straight, x, y, 0, 4)
+    ckpt = os.path.join(out, "ckpt-straight")
+    os.makedirs(ckpt, exist_ok=True)
+    np.savez(os.path.join(out, f"resume-straight-rank{rank}.npz"), A=straight[0].weight.data().asnumpy(),
+             W=full_matrix(straight[1], ckpt, straight[3]))
+    first = build(dist_ctx, loss, 20, 4, 4)
+    train(dist_ctx, first, x, y, 0, 2)
+    ckpt = os.path.join(out, "ckpt-resume")
+    os.makedirs(ckpt, exist_ok=True)
+    first[1].save_checkpoint(ckpt, first[3])
+    first[2].save_states(os.path.join(ckpt, f"trainer-backbone-rank{rank}.states"))
+    resumed = build(dist_ctx, loss, 20, 4, 4, backbone=first[0].weight.data().asnumpy())
+    resumed[2].load_states(os.path.join(ckpt, f"trainer-backbone-rank{rank}.states"))
+    resumed[1].load_checkpoint(ckpt, resumed[3])
+    train(dist_ctx, resumed, x, y, 2, 4)
+    ckpt = os.path.join(out, "ckpt-resumed")
+    os.makedirs(ckpt, exist_ok=True)
+    np.savez(os.path.join(out, f"resume-resumed-rank{rank}.npz"), A=resumed[0].weight.data().asnumpy(),
+             W=full_matrix(resumed[1], ckpt, resumed[3]))
+
+    loss.sample_rate = 0.1
+    protos = np.random.default_rng(11).normal(size=(400, D)).astype(np.float32) * 3
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 20, size=(40, 16)) * 20      # 20 identities spread over the 400 rows
+    x = (protos[y] + rng.normal(0, 0.3, size=(40, 16, D))).astype(np.float32)
+    parts = build(dist_ctx, loss, 400, 5, 8)
+    losses, positives_ok, pulled = train(dist_ctx, parts, x, y, 0, 40)
+    np.savez(os.path.join(out, f"sampling-rank{rank}.npz"), losses=losses, positives_ok=positives_ok,
+             pulled=pulled, params=len(list(parts[1].collect_params().keys())))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
