@@ -2,8 +2,9 @@
 
 A ``.bin`` is a pickle of ``(bins, issame)``: ``bins`` the ``2P`` encoded images in pair order
 ``a0, b0, a1, b1, ...``, ``issame`` ``P`` booleans. Files written by Python 2 load with
-``encoding='bytes'``. Loading uses an unpickler that admits no classes or callables at all except NumPy's
-scalar/dtype reconstructors (for ``numpy.bool_`` flags), so a malicious file cannot run code.
+``encoding='bytes'``. Loading uses an unpickler that admits no classes or callables except pure data
+constructors (NumPy's scalar/dtype for ``numpy.bool_`` flags, ``bytearray``, and ``_codecs.encode``, which
+Python 3 uses for bytes under pickle protocol 2), so a malicious file cannot run code.
 """
 import io
 import os
@@ -15,8 +16,9 @@ import numpy as np
 
 from gluonface.errors import GluonFaceError
 
+# Pure data constructors only. _codecs.encode is how Python 3 pickles bytes under protocols 0-2.
 _ALLOWED = {("numpy.core.multiarray", "scalar"), ("numpy", "dtype"), ("builtins", "bytearray"),
-            ("__builtin__", "bytearray")}
+            ("__builtin__", "bytearray"), ("_codecs", "encode")}
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
