@@ -120,9 +120,9 @@ def evaluate(model, *, which="auto", bins=(), templates=None, template_pairs=Non
         os.makedirs(out_dir, exist_ok=True)
         files = {}
         if curves:
-            files["roc"] = plot_roc(curves, os.path.join(out_dir, "roc.png"), title=os.path.basename(str(model)))
+            files["roc_plot"] = plot_roc(curves, os.path.join(out_dir, "roc.png"), title=os.path.basename(str(model)))
         if identification:
-            files["cmc"] = plot_cmc({"identification": results["identification"]["cmc"]},
+            files["cmc_plot"] = plot_cmc({"identification": results["identification"]["cmc"]},
                                     os.path.join(out_dir, "cmc.png"))
         results["files"] = files
         with open(os.path.join(out_dir, "eval.json"), "w", encoding="utf-8") as f:

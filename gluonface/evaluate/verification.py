@@ -200,6 +200,9 @@ def verify_bin(net, bin_path, batch_size=64, ctx=None, image_size=(112, 112), nf
     from gluonface.data.pairs import decode_bin
     images, issame = decode_bin(str(bin_path), tuple(image_size))
     issame = np.asarray(issame, dtype=bool)
+    if len(issame) == 0:
+        raise GluonFaceError(f"the pair set {bin_path} is empty; fix: build one with pairs, e.g. `gluonface "
+                             "pairs SRC OUT.bin`")
     if len(images) != 2 * len(issame):
         raise GluonFaceError(f"{bin_path} holds {len(images)} images for {len(issame)} pairs; expected "
                              f"{2 * len(issame)}; fix: rebuild the pair file with `gluonface pairs`")
