@@ -41,6 +41,8 @@ def _kv_sum(arr, dist_ctx):
     if key is None:
         key = handle.allocate(1)
         handle.store.init(key, mx.nd.zeros(arr.shape))
+        mx.nd.waitall()                 # rank 0's init must reach the servers before anyone pushes
+        handle.store._barrier()
         handle.metric_keys[arr.shape] = key
     out = arr.copy()
     # servers without an updater store the merged sum of this round's pushes; the pull returns it
@@ -59,15 +61,13 @@ def broadcast_parameters(params, dist_ctx, prefix="gluonface.bcast."):
     if dist_ctx.num_workers == 1:
         return
     if dist_ctx.engine == "horovod":
-        hvd = import_horovod()
-        hvd.broadcast_parameters({p.name: p for p in plist}, root_rank=0,
-                                 prefix=f"{prefix}{dist_ctx.handle.allocate(1)}.")
+        from gluonface.dist.trainer import broadcast_from_rank0
+        broadcast_from_rank0(import_horovod(), plist, f"{prefix}{dist_ctx.handle.allocate(1)}.")
     else:
+        from gluonface.dist.kvstore_trainer import kv_broadcast
         store = dist_ctx.handle.store
         first = dist_ctx.handle.allocate(len(plist))
-        for i, p in enumerate(plist):
-            data = p.list_data()
-            store.broadcast(first + i, data[0], out=data)
+        kv_broadcast(store, store, list(range(first, first + len(plist))), plist)
     mx.nd.waitall()
 
 

@@ -4,9 +4,9 @@ Facts this class is built around (each has a test in tests/distributed):
 
 * servers *sum* worker gradients: the scale is divided by ``num_workers`` so ``step(worker_batch)`` applies
   the global mean gradient, like Horovod's average;
-* with ``update_on_kvstore=False`` the lazy first broadcast inside ``step`` races the first gradient push
-  on the same key (weights then become gradient sums): the store is initialised and the weights pulled
-  here, with ``waitall``, before the first forward;
+* the lazy first broadcast inside ``step`` races the first gradient push on the same key (weights then
+  become gradient sums, or the server aborts with "init K first"): the store is initialised, rank 0's pushes
+  awaited, the workers synchronised and the weights pulled here, before the first forward;
 * with ``update_on_kvstore=True`` (forced for ``dist_async``) the optimizer is pickled to the servers once:
   its gradient scale is frozen (so the batch size is fixed up front), ``set_learning_rate`` never reaches
   the servers (apache/mxnet#15919: refused here) and its states cannot be saved (only the
@@ -84,6 +84,20 @@ class OffsetStore(KVStoreBase):
         return self._store.num_workers
 
 
+def kv_broadcast(store, raw_store, keys, params):
+    """Initialise ``keys`` with rank 0's values of ``params`` and pull them into every copy on every worker.
+
+    Ordered so that no pull or push can overtake rank 0's init (see ``_broadcast_initial_weights``). The
+    pushed values are copies: after an inference-mode forward MKLDNN keeps conv weights in its own layout,
+    which the dist push cannot serialise ("can't generate TBlob for MKLDNN data"); a copy is plain.
+    """
+    store.init(keys, [p.list_data()[0].copy() for p in params])
+    mx.nd.waitall()
+    raw_store._barrier()   # ps-lite's worker barrier; the public API has none in 1.9.1
+    store.pull(keys, out=[p.list_data() for p in params])
+    mx.nd.waitall()
+
+
 class KVStoreTrainer(gluon.Trainer):
     """A ``gluon.Trainer`` on the job's dist store (see the module docstring for what differs)."""
 
@@ -114,8 +128,18 @@ class KVStoreTrainer(gluon.Trainer):
             handle.store.set_gradient_compression(TWO_BIT)   # once per store, before the first key
             handle.compression_set = True
         self._init_kvstore()
-        self._init_params()
-        mx.nd.waitall()
+        self._broadcast_initial_weights(handle.store)
+
+    def _broadcast_initial_weights(self, raw_store):
+        """Rank 0's weights to every worker, fully ordered, before anything is pushed.
+
+        ``kv.broadcast`` (what ``Trainer`` does lazily) is rank 0's asynchronous init push plus a pull; the
+        barrier inside init does not wait for that push, so another worker's pull or first gradient can
+        reach the server before the key exists ("init K first", server abort) or before its value does
+        (weights become gradient sums). Here: init, wait for rank 0's pushes to complete, barrier, pull.
+        """
+        kv_broadcast(self._kvstore, raw_store, list(range(len(self._params))), self._params)
+        self._params_to_init = []
 
     def step(self, batch_size, ignore_stale_grad=False):
         if self._on_servers and batch_size != self._batch_size:

@@ -67,12 +67,24 @@ def _horovod_trainer(params, optimizer, optimizer_params, dist_ctx, prefix):
         prefix = f"trainer{handle.allocate(1)}."
     compression = hvd.Compression.fp16 if dist_ctx.compression == "fp16" else hvd.Compression.none
     named = {p.name: p for p in params}
-    # rank 0's weights everywhere before the first forward; then every rank starts identical
-    hvd.broadcast_parameters(named, root_rank=0, prefix=prefix)
-    for p in params:
-        for arr in p.list_data():
-            arr.wait_to_read()
+    broadcast_from_rank0(hvd, params, prefix)
     # a dict: DistributedTrainer sorts a list of Parameters, which do not define '<'
     return hvd.DistributedTrainer(named, optimizer, optimizer_params or None, compression=compression,
                                   prefix=prefix)
 
+
+
+def broadcast_from_rank0(hvd, params, prefix):
+    """Rank 0's values of ``params`` on every Horovod rank, before the first forward.
+
+    Not ``hvd.broadcast_parameters``: it hands Horovod the parameter arrays themselves, and after an
+    inference-mode forward MKLDNN keeps conv weights in its own layout, which Horovod cannot read ("can't
+    generate TBlob for MKLDNN data"). A ``copy()`` has the plain layout; the result is copied back.
+    """
+    for p in sorted(params, key=lambda q: q.name):
+        tmp = p.list_data()[0].copy()
+        hvd.broadcast_(tmp, root_rank=0, name=f"{prefix}bcast.{p.name}")
+        p.set_data(tmp)
+    for p in params:
+        for arr in p.list_data():
+            arr.wait_to_read()

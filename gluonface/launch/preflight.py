@@ -51,16 +51,25 @@ def check_port_free(port, host="127.0.0.1"):
                                  "or omit it to pick a free one") from None
 
 
+def rec_candidates(prefix):
+    """The files a rec ``prefix`` may mean: ``prefix`` itself, ``prefix.rec``, ``prefix/train.rec``."""
+    return [prefix, prefix + ".rec", os.path.join(prefix, "train.rec")]
+
+
 def check_file_on_hosts(path, hosts, starter, what="training data"):
-    """``path`` exists on every host (locally for the local starter); names every host that lacks it."""
+    """The rec at ``path`` exists on every host (locally for the local starter); names every host lacking it."""
     if not path:
         return
+    candidates = rec_candidates(path)
+    test = ["test", "-f", candidates[0]]
+    for c in candidates[1:]:
+        test += ["-o", "-f", c]
     missing = []
     for host in hosts:
         if starter.name == "local" or host.name in _LOCAL:
-            ok = os.path.exists(path)
+            ok = any(os.path.isfile(c) for c in candidates)
         else:
-            ok = _run(starter.remote_check(host, ["test", "-e", path])) == 0
+            ok = _run(starter.remote_check(host, test)) == 0
         if not ok:
             missing.append(host.name)
     if missing:
