@@ -79,7 +79,7 @@ def build_everything(cfg, dist_ctx, loader=True):
     sched = resolve_schedule(cfg.optim, cfg.train, cfg.data.batch_size, len(dataset), len(ctx),
                              dist_ctx.num_workers)
     seed_everything(cfg.train.seed)
-    amp = AmpPolicy.create(cfg.train.amp, ctx)
+    amp = AmpPolicy.create(cfg.train.amp, ctx, say=print if dist_ctx.is_main else (lambda *_: None))
     m = cfg.model
     net = get_model(m.name, embedding_size=m.embedding_size, head=m.head, dropout=m.dropout,
                     input_norm=m.input_norm)

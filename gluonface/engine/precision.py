@@ -17,21 +17,25 @@ class AmpPolicy:
         self.trainers = []
 
     @staticmethod
-    def create(mode, ctx):
-        """None for ``'off'``; ``'auto'`` picks fp16 on GPU and bf16 on CPU; calls ``amp.init``."""
+    def create(mode, ctx, say=print):
+        """None for ``'off'``; ``'auto'`` picks fp16 on GPU and bf16 on CPU when the hardware has the
+        kernels (else float32, with a note); initialises AMP through ``gluonface.precision.init_amp``."""
+        from gluonface.precision import init_amp, lowp_supported
         if mode == "off":
             return None
         gpu = ctx[0].device_type == "gpu"
         if mode == "auto":
             mode = "fp16" if gpu else "bf16"
+            if not lowp_supported(mode, ctx[0]):
+                say(f"note: train.amp=auto: no {mode} kernels on {ctx[0]}; training in float32")
+                return None
         if mode == "fp16" and not gpu:
             raise GluonFaceError("train.amp=fp16 needs a GPU (CPU kernels have no fast float16 path); fix: use "
                                  "train.amp=bf16 on CPU, or auto")
         if mode == "bf16" and gpu:
             raise GluonFaceError("train.amp=bf16 runs on CPU only in MXNet 1.9.1; fix: use train.amp=fp16 "
                                  "on GPU, or auto")
-        from mxnet.contrib import amp
-        amp.init(target_dtype="bfloat16" if mode == "bf16" else "float16")
+        init_amp(mode, ctx[0])     # refuses hardware without the kernels, naming the fix
         return AmpPolicy(mode)
 
     def convert(self, net, ctx):
