@@ -76,6 +76,7 @@ def parse_hosts_text(text, source="hostfile"):
         if ":" in head:
             head, _, slots = head.partition(":")
             opts["slots"] = slots
+        name = validate_name(head, where)
         for item in fields[1:]:
             key, eq, value = item.partition("=")
             if not eq or key not in _KEYS or not value:
@@ -84,7 +85,6 @@ def parse_hosts_text(text, source="hostfile"):
             if key in opts:
                 raise GluonFaceError(f"{where}: {key} given twice in {raw.strip()!r}")
             opts[key] = value
-        name = validate_name(head, where)
         if name in seen:
             raise GluonFaceError(f"{where}: host {name!r} listed twice; fix: one line per host with slots=N")
         seen.add(name)
