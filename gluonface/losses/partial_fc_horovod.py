@@ -17,7 +17,7 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from gluonface.losses.partial_fc_comm import LocalComm
-from gluonface.losses.partial_fc_ops import AllGatherRows, DistSoftmaxCE, margin_logits
+from gluonface.losses.partial_fc_ops import AllGatherRows, MarginSoftmaxCE, shard_cosine
 from gluonface.losses.partial_fc_shard import init_rows, num_sampled, sample_rows, shard_range, step_rng
 
 
@@ -73,8 +73,8 @@ class PartialFCHorovod(gluon.Block):
         centres = self.weight.data(self.ctx)
         if rows.size < self.num_local:
             centres = nd.take(centres, nd.array(rows, ctx=self.ctx, dtype="int64"))
-        logits = margin_logits(feats, centres, nd.array(target, ctx=self.ctx), *self.margin)
-        losses = DistSoftmaxCE(comm, tag + "ce")(logits, nd.array(target, ctx=self.ctx))
+        cos = shard_cosine(feats, centres)
+        losses = MarginSoftmaxCE(comm, tag + "ce", *self.margin)(cos, nd.array(target, ctx=self.ctx))
         begin, end = gather.span
         return nd.slice_axis(losses, axis=0, begin=begin, end=end)
 

@@ -19,7 +19,8 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from gluonface.errors import GluonFaceError
-from gluonface.losses.partial_fc_ops import margin_logits
+from gluonface.losses.partial_fc_comm import LocalComm
+from gluonface.losses.partial_fc_ops import MarginSoftmaxCE, shard_cosine
 from gluonface.losses.partial_fc_server import PartialFCServerSGD
 from gluonface.losses.partial_fc_shard import init_rows, num_sampled, sample_rows, step_rng
 
@@ -65,9 +66,9 @@ class PartialFCKVStore(gluon.Block):
             centres = self.pull_rows(rows)
             centres.attach_grad()
         self.last_rows, self.pulled = rows, centres
-        target = nd.array(target, ctx=emb.context)
-        logits = margin_logits(emb, centres.as_in_context(emb.context), target, *self.margin)
-        return -nd.pick(nd.log_softmax(logits, axis=1), target, axis=1)
+        cos = shard_cosine(emb, centres.as_in_context(emb.context))
+        # the worker holds every row its samples need: the softmax is local (no collective)
+        return MarginSoftmaxCE(LocalComm(), "ce", *self.margin)(cos, nd.array(target, ctx=emb.context))
 
     def pull_rows(self, rows):
         """Rows ``rows`` (sorted ``(K,)`` int64) of the server-side matrix as a dense ``(K, E)`` array."""

@@ -1,42 +1,27 @@
-"""Differentiable pieces of Partial FC: margin logits of a shard, feature all-gather, distributed softmax.
+"""Differentiable pieces of Partial FC: shard cosines, feature all-gather, distributed margin softmax.
 
-Gradient convention (what makes the engine loop generic): every rank calls ``loss.backward()`` on its own
+Gradient convention (what keeps the engine loop generic): every rank calls ``loss.backward()`` on its own
 per-sample losses and steps its trainers with its own batch size, exactly as for a data-parallel
 backbone whose ``DistributedTrainer`` *averages* over the W ranks. So the class-centre gradient each rank
-produces is that of the job's summed loss divided by W (``DistSoftmaxCE.backward``), and the
-feature gradient a rank receives is the exact gradient of its own samples' losses
-(``AllGatherRows.backward`` undoes the 1/W after summing the shards' contributions).
+produces is that of the job's summed loss divided by W (``MarginSoftmaxCE.backward``), and the feature
+gradient a rank receives is the exact gradient of its own samples' losses (``AllGatherRows.backward``
+undoes the 1/W after summing the shards' contributions).
+
+Memory: at 10^6+ classes the ``(N, K)`` logit-sized arrays dominate a worker, so the margin and the
+softmax are one Function that keeps a single ``(N, K)`` array (the probabilities, reused in place for the
+gradient) instead of the ~10 an op-by-op autograd graph records.
 """
 from mxnet import autograd, nd
 
 from gluonface.losses.margin import margin_cos
 
 
-def margin_logits(emb, centres, target, s, m1, m2, m3, easy_margin):
-    """Scaled cosine logits of ``emb`` against ``centres`` with the margin on each sample's own class.
-
-    Args:
-        emb: ``(N, E)`` float32 embeddings (not normalised).
-        centres: ``(K, E)`` float32 class centres (not normalised).
-        target: ``(N,)`` float32 column of each sample's class in ``centres``, -1 when absent.
-        s, m1, m2, m3, easy_margin: the margin of ``gluonface.losses.margin.margin_cos``.
-    Returns:
-        ``(N, K)`` float32 ``s * cos`` with the target column replaced by ``s * margin_cos(cos_y)``.
-    """
-    # float32 whatever the backbone's AMP dtype, and clipped like ``MarginSoftmaxLoss`` (rounding can
-    # push a cosine past 1, where the margin's arccos is undefined)
+def shard_cosine(emb, centres):
+    """``(N, E)`` embeddings x ``(K, E)`` centres -> ``(N, K)`` float32 cosines (both L2-normalised)."""
+    # float32 whatever the backbone's AMP dtype
     xn = nd.L2Normalization(emb.astype("float32", copy=False), mode="instance")
     wn = nd.L2Normalization(centres, mode="instance")
-    cos = nd.clip(nd.dot(xn, wn, transpose_b=True), -1.0, 1.0)
-    valid = target >= 0
-    column = nd.maximum(target, 0)
-    cos_y = nd.pick(cos, column, axis=1)
-    # samples whose class lives elsewhere feed 0 to the margin: arccos' infinite slope at |cos| = 1
-    # would turn their (zero-weighted) gradient into NaN
-    safe = nd.where(valid, cos_y, nd.zeros_like(cos_y))
-    shift = (margin_cos(nd, safe, m1, m2, m3, easy_margin) - safe) * valid
-    onehot = nd.one_hot(column, depth=centres.shape[0])
-    return s * (cos + onehot * shift.expand_dims(axis=1))
+    return nd.dot(xn, wn, transpose_b=True)
 
 
 class AllGatherRows(autograd.Function):
@@ -61,36 +46,53 @@ class AllGatherRows(autograd.Function):
         return nd.slice_axis(total, axis=0, begin=begin, end=end) * self._comm.size
 
 
-class DistSoftmaxCE(autograd.Function):
-    """Cross-entropy of the softmax over the logits of *all* shards; each rank holds ``(N, K_r)``.
+class MarginSoftmaxCE(autograd.Function):
+    """Margin softmax cross-entropy over the cosines of *all* shards; each rank holds ``(N, K_r)``.
 
-    forward(logits ``(N, K)`` float32, target ``(N,)`` float32 local column or -1) -> ``(N,)`` float32
-    per-sample loss, identical on every rank. Two allreduces: the row max (stability) and, stacked,
-    the exp-sum and the target logit.
+    forward(cos ``(N, K)`` float32, target ``(N,)`` float32 column of the sample's class in this shard or
+    -1) -> ``(N,)`` float32 per-sample loss, identical on every rank. The target logit is
+    ``s * margin_cos(cos_y)`` (``gluonface.losses.margin``), every other logit ``s * cos``. Collectives:
+    the row max (stability), then the exp-sum and target logit stacked in one allreduce; backward one
+    more for the seeds of other ranks' samples.
     """
 
-    def __init__(self, comm, name):
+    def __init__(self, comm, name, s, m1, m2, m3, easy_margin):
         super().__init__()
         self._comm = comm
         self._name = name
+        self._margin = (float(s), float(m1), float(m2), float(m3), bool(easy_margin))
 
-    def forward(self, logits, target):
-        comm = self._comm
-        row_max = comm.allreduce(nd.max(logits, axis=1), self._name + ".max", op="max")
-        shifted = nd.broadcast_sub(logits, row_max.expand_dims(axis=1))
-        exp = nd.exp(shifted)
+    def forward(self, cos, target):
+        s, m1, m2, m3, easy = self._margin
+        comm, n = self._comm, cos.shape[0]
         valid = target >= 0
-        mine = nd.pick(shifted, nd.maximum(target, 0), axis=1) * valid
-        sums = comm.allreduce(nd.stack(nd.sum(exp, axis=1), mine), self._name + ".sum")
-        prob = nd.broadcast_div(exp, sums[0].expand_dims(axis=1))
-        self.save_for_backward(prob, target)
+        where = (nd.arange(n, ctx=cos.context), nd.maximum(target, 0))
+        cos_y = nd.pick(cos, where[1], axis=1)
+        # samples whose class lives elsewhere feed 0 to the margin (its slope is infinite at |cos| = 1)
+        safe = nd.where(valid, cos_y, nd.zeros_like(cos_y))
+        with autograd.record():           # the margin's value and slope, from margin_cos itself
+            safe.attach_grad()
+            new_y = margin_cos(nd, safe, m1, m2, m3, easy)
+        new_y.backward()
+        logits = cos * s
+        logits[where] = s * nd.where(valid, new_y, cos_y)
+        row_max = comm.allreduce(nd.max(logits, axis=1), self._name + ".max", op="max")
+        nd.broadcast_sub(logits, row_max.expand_dims(axis=1), out=logits)
+        mine = nd.pick(logits, where[1], axis=1) * valid
+        nd.exp(logits, out=logits)
+        sums = comm.allreduce(nd.stack(nd.sum(logits, axis=1), mine), self._name + ".sum")
+        nd.broadcast_div(logits, sums[0].expand_dims(axis=1), out=logits)
+        self.save_for_backward(logits, target, safe.grad)
         return nd.log(sums[0]) - sums[1]
 
     def backward(self, grad):
-        prob, target = self.saved_tensors
+        prob, target, slope = self.saved_tensors
+        s = self._margin[0]
+        valid = target >= 0
+        where = (nd.arange(prob.shape[0], ctx=prob.context), nd.maximum(target, 0))
         # each rank seeds only its own samples; the shard needs every sample's seed
-        seed = self._comm.allreduce(grad, self._name + ".seed")
-        onehot = nd.one_hot(nd.maximum(target, 0), depth=prob.shape[1]) * (target >= 0).expand_dims(axis=1)
-        dlogits = (prob - onehot) * (seed / self._comm.size).expand_dims(axis=1)
-        return dlogits, nd.zeros_like(target)
-
+        seed = self._comm.allreduce(grad, self._name + ".seed") * (s / self._comm.size)
+        nd.broadcast_mul(prob, seed.expand_dims(axis=1), out=prob)      # s * seed * p, in place
+        at_y = nd.pick(prob, where[1], axis=1)
+        prob[where] = nd.where(valid, (at_y - seed) * slope, at_y)      # target: s * seed * (p - 1) * slope
+        return prob, nd.zeros_like(target)
