@@ -49,7 +49,7 @@ def launch(req: LaunchRequest, echo=sys.stderr):
     cfg = _load_config(req)
     if req.slurm or req.k8s:
         from gluonface.launch.render import render
-        return render(req, cfg)
+        return render(req, cfg, echo=echo)
     hosts = parse_hostfile(req.hosts_file) if req.hosts_file else local_hosts(req.workers)
     starter = get_starter(req.starter or ("ssh" if req.hosts_file else "local"))
     command = req.command or planning.train_argv(
