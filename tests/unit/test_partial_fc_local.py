@@ -97,3 +97,13 @@ def test_factory_rejects_what_it_cannot_do():
     two = types.SimpleNamespace(engine="local", rank=0, num_workers=1, ctx=[mx.cpu(0), mx.cpu(1)])
     with pytest.raises(GluonFaceError, match="one device"):
         build_partial_fc(_loss_cfg(), 10, 4, two)
+
+
+def test_glint360k_config_builds_a_sampled_partial_fc():
+    from gluonface.config import load_config
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir)
+    cfg = load_config(os.path.join(root, "configs", "glint360k_r100_cosface_pfc.yaml"))
+    assert cfg.loss.partial_fc and cfg.dist.engine == "horovod" and not cfg.dist.update_on_kvstore
+    ctx = types.SimpleNamespace(engine="local", rank=0, num_workers=1, ctx=[mx.cpu()])
+    blk = build_partial_fc(cfg.loss, 1000, 16, ctx)
+    assert blk.num_sample == 200 and blk.margin == (64.0, 1.0, 0.0, 0.4, False)
