@@ -51,6 +51,7 @@ def photo_tree(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # two spawned workers each import MXNet: ~10 s on an idle 2-core machine, more under load
 def test_cli_tree_with_workers(photo_tree, tmp_path):
     dst = tmp_path / "aligned"
     proc = gluonface("align", str(photo_tree), str(dst), "--workers", "2", "--no-progress")

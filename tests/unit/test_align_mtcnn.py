@@ -5,7 +5,7 @@ import pytest
 import skimage.data
 
 from gluonface.align import align_image, arcface_template, transform_points
-from gluonface.align.mtcnn import MTCNNDetector
+from gluonface.align.mtcnn import MTCNNDetector, pack_levels, pyramid_scales
 from gluonface.align.pipeline import MULTIPLE, NO_FACE, OK, TOO_SMALL
 
 # Annotated by hand once on a 6x zoom of the 512x512 image (pupil centres, nose tip, mouth corners).
@@ -119,3 +119,22 @@ def test_no_face_tiny_and_several(detector, astronaut):
     central = align_image(canvas, detector=detector, select="central")
     assert largest.status == central.status == MULTIPLE and "2 faces" in largest.reason
     assert largest.points[:, 0].mean() < 150 < central.points[:, 0].mean()
+
+
+def test_pack_levels_even_disjoint_inside():
+    sizes = [(int(np.ceil(300 * s)), int(np.ceil(457 * s))) for s in pyramid_scales(300, 457, 20)]
+    offsets, (H, W) = pack_levels(sizes)
+    occupied = np.zeros((H, W), np.int32)
+    for (y, x), (h, w) in zip(offsets, sizes):
+        assert y % 2 == 0 and x % 2 == 0
+        occupied[y:y + h, x:x + w] += 1
+    assert occupied.max() == 1 and occupied.sum() == sum(h * w for h, w in sizes)
+
+
+def test_packed_pyramid_gives_the_same_detections(astronaut):
+    a = MTCNNDetector(min_face=20).detect(astronaut)
+    b = MTCNNDetector(min_face=20, pack_pyramid=False).detect(astronaut)
+    assert len(a) == len(b) >= 1
+    for fa, fb in zip(a, b):
+        np.testing.assert_allclose(fa.points, fb.points, atol=1e-3)
+        np.testing.assert_allclose(fa.box, fb.box, atol=1e-3)
