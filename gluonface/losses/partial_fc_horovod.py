@@ -83,10 +83,11 @@ class PartialFCHorovod(gluon.Block):
         full = np.asarray(full, dtype=np.float32)
         self.weight.set_data(nd.array(full[self.start:self.start + self.num_local], ctx=self.ctx))
 
-    def make_trainer(self, optimizer, optimizer_params=None):
+    def make_trainer(self, optimizer, optimizer_params=None, batch_size=None):
         """A local ``gluon.Trainer`` for the shard: nothing of it is reduced or broadcast across ranks.
 
-        Step it with the same per-worker batch size as the backbone trainer.
+        Step it with the same per-worker batch size as the backbone trainer (``batch_size`` is unused,
+        accepted for the same signature as ``PartialFCKVStore.make_trainer``).
         """
         return gluon.Trainer([self.weight], optimizer, optimizer_params, kvstore=None)
 

@@ -54,10 +54,10 @@ class PartialFCKVStore(gluon.Block):
         self.last_rows = None          # (K,) int64 rows pulled by the last forward
         self.pulled = None             # (K, E) float32 centres of the last forward, with their gradient
         self._trainer = None
-        self._active = False
+        self._keys_ready = False
 
     def forward(self, emb, label):
-        self._activate()
+        self._init_keys()
         labels = label.asnumpy().astype(np.int64)
         rows, target = sample_rows(labels, 0, self.num_classes, self.num_sample,
                                    step_rng(self.seed, self.rank, self.steps))
@@ -86,23 +86,22 @@ class PartialFCKVStore(gluon.Block):
         self._store.push(self.centres_key, grad)
 
     def make_trainer(self, optimizer, optimizer_params=None, batch_size=None):
-        """Configure the servers' optimizer for the centres; returns the object the loop steps.
+        """The object the loop steps for the centres (their optimizer runs on the servers).
 
         Args:
             optimizer: 'sgd' (the only one the servers run for Partial FC).
             optimizer_params: ``learning_rate``, ``momentum``, ``wd``, ``clip_gradient``,
-                ``lr_scheduler`` (importable: it is pickled to the servers), ``begin_num_update``.
-            batch_size: samples per ``step`` on this worker (the servers' gradient scale is fixed).
+                ``lr_scheduler`` (pickled to the servers: it must import there), ``begin_num_update``.
+            batch_size: samples per ``step`` on this worker; default: fixed by the first ``step``. The
+                servers' gradient scale is ``1 / (batch_size · W)``, sent once.
         """
         if optimizer != "sgd":
             raise GluonFaceError(f"Partial FC on parameter servers runs SGD only (got optim.name={optimizer!r}); "
                                  "fix: set optim.name=sgd, or dist.engine=horovod")
-        if not batch_size:
-            raise ValueError("make_trainer(batch_size=...) is required: the servers' gradient scale is fixed")
         if self._handle.optimizer_owner is not None:
             raise GluonFaceError("another trainer already runs its optimizer on the parameter servers, which hold "
                                  "one updater; fix: set dist.update_on_kvstore=false with loss.partial_fc")
-        self._trainer = ServerTrainer(self, dict(optimizer_params or {}), int(batch_size))
+        self._trainer = ServerTrainer(self, dict(optimizer_params or {}), batch_size)
         self._handle.optimizer_owner = self._trainer
         return self._trainer
 
@@ -112,7 +111,7 @@ class PartialFCKVStore(gluon.Block):
 
     def save_checkpoint(self, dirname, trainer):
         """Rank 0 pulls the whole matrix and its momentum from the servers and writes them; others return."""
-        self._activate()
+        self._init_keys()
         if self.rank != 0:
             return
         everything = np.arange(self.num_classes, dtype=np.int64)
@@ -124,7 +123,7 @@ class PartialFCKVStore(gluon.Block):
 
     def load_checkpoint(self, dirname, trainer):
         """Every rank, before the first forward: start the servers from the checkpoint."""
-        if self._active:
+        if self._keys_ready:
             raise GluonFaceError("load_checkpoint after training started; fix: load right after make_trainer")
         with open(os.path.join(dirname, "classifier.json")) as fin:
             info = json.load(fin)
@@ -133,15 +132,12 @@ class PartialFCKVStore(gluon.Block):
                                  f"{self.shape}; fix: resume with the same dataset and model.embedding_size")
         self.steps, trainer.num_update = int(info["steps"]), int(info["num_update"])
         arrays = nd.load(os.path.join(dirname, "classifier.params")) if self.rank == 0 else None
-        self._activate(arrays)
+        self._init_keys(arrays)
 
-    def _activate(self, arrays=None):
-        """Once, on every worker in the same order: initialise both keys, send the optimizer, bind."""
-        if self._active:
+    def _init_keys(self, arrays=None):
+        """Once, on every worker in the same order: the centre and momentum keys on the servers."""
+        if self._keys_ready:
             return
-        if self._trainer is None:
-            raise GluonFaceError("Partial FC on parameter servers needs its trainer before the first forward; "
-                                 "fix: call make_trainer(...) right after build_partial_fc")
         if self.rank == 0:
             if arrays is None:
                 arrays = {"weight": nd.array(init_rows(self.seed, 0, self.num_classes, self.embedding_size)),
@@ -151,8 +147,12 @@ class PartialFCKVStore(gluon.Block):
             weight = momentum = nd.sparse.zeros("row_sparse", self.shape)
         self._store.init(self.centres_key, weight)
         self._store.init(self.momentum_key, momentum)
-        del weight, momentum, arrays
-        self._store.set_optimizer(self._trainer.server_optimizer())
+        self._keys_ready = True
+
+    def start_servers(self, optimizer):
+        """Once, on every worker before the first push: send ``optimizer``, bind the momentum, verify."""
+        self._init_keys()
+        self._store.set_optimizer(optimizer)
         self._store._barrier()            # every worker's copy of the optimizer is in place
         # bind: a push to the momentum key hands each server its slice of the momentum array. It carries
         # a marker in row 0: a server that failed to unpickle the optimizer (it logs the error, keeps
@@ -163,8 +163,8 @@ class PartialFCKVStore(gluon.Block):
         if float(self._pull(self.momentum_key, np.array([0]))[0, 0].asscalar()) >= _MARKER / 2:
             raise GluonFaceError("the parameter servers are not running the Partial FC optimizer (their log "
                                  "shows why unpickling it failed); fix: start servers with `gluonface launch` "
-                                 "(python -m gluonface.dist.server) from the same gluonface installation")
-        self._active = True
+                                 "(python -m gluonface.dist.server) from the same gluonface installation, and "
+                                 "use an lr_scheduler that imports inside a server")
 
 
 def _all_rows(dense):
@@ -177,12 +177,13 @@ def _all_rows(dense):
 class ServerTrainer:
     """What the loop steps for ``PartialFCKVStore``: pushes the centre gradient; the servers update."""
 
-    def __init__(self, block, optimizer_params, batch_size):
+    def __init__(self, block, optimizer_params, batch_size=None):
         self._block = block
         self.num_update = int(optimizer_params.pop("begin_num_update", 0))
-        optimizer_params.pop("rescale_grad", None)        # set from the batch size below
+        optimizer_params.pop("rescale_grad", None)        # set from the batch size
         self._params = optimizer_params
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size) if batch_size else None
+        self._started = False
 
     def server_optimizer(self):
         """The ``PartialFCServerSGD`` sent to the servers (gradient scale 1 / global batch)."""
@@ -196,10 +197,18 @@ class ServerTrainer:
         return sched(self.num_update) if sched is not None else self._params.get("learning_rate", 0.01)
 
     def step(self, batch_size, ignore_stale_grad=False):
-        """Push this step's gradient (``batch_size`` must be the one given to ``make_trainer``)."""
+        """Push this step's gradient; the first call fixes the batch size and starts the servers' optimizer."""
+        if getattr(self, "_amp_loss_scaler", None) is not None:
+            raise GluonFaceError("fp16 dynamic loss scaling cannot reach an optimizer on the parameter servers; "
+                                 "fix: train.amp=off or bf16 with loss.partial_fc on dist.engine=kvstore")
+        if self.batch_size is None:
+            self.batch_size = int(batch_size)
         if batch_size != self.batch_size:
-            raise GluonFaceError(f"step({batch_size}) but make_trainer(batch_size={self.batch_size}): the servers' "
-                                 "gradient scale is fixed; fix: keep the batch size constant")
+            raise GluonFaceError(f"step({batch_size}) after step({self.batch_size}): the servers' gradient scale "
+                                 "is fixed; fix: keep the batch size constant (the loader drops the last batch)")
+        if not self._started:
+            self._block.start_servers(self.server_optimizer())
+            self._started = True
         self._block.push_gradient()
         self.num_update += 1
 

@@ -95,24 +95,23 @@ def test_servers_without_the_optimizer_are_detected():
     store = mx.kv.create("local")
     store.set_optimizer = lambda optimizer: None      # what a server that failed to unpickle amounts to
     blk = _block(store=store)
-    blk.make_trainer("sgd", OPT, batch_size=1)
+    trainer = blk.make_trainer("sgd", OPT)
     with pytest.raises(GluonFaceError, match="not running the Partial FC optimizer"):
-        blk(nd.ones((1, 4)), nd.array([0]))
+        _step(blk, trainer, np.ones((1, 4), np.float32), np.array([0]))
 
 
 def test_user_errors_name_the_fix():
     blk = _block()
     with pytest.raises(GluonFaceError, match="optim.name=sgd"):
-        blk.make_trainer("adamw", OPT, batch_size=1)
-    with pytest.raises(GluonFaceError, match="make_trainer"):
-        blk(nd.ones((1, 4)), nd.array([0]))
+        blk.make_trainer("adamw", OPT)
     blk._handle.optimizer_owner = object()
     with pytest.raises(GluonFaceError, match="update_on_kvstore=false"):
-        blk.make_trainer("sgd", OPT, batch_size=1)
+        blk.make_trainer("sgd", OPT)
     blk._handle.optimizer_owner = None
-    trainer = blk.make_trainer("sgd", OPT, batch_size=2)
+    trainer = blk.make_trainer("sgd", OPT)              # batch size fixed by the first step
+    _step(blk, trainer, np.ones((2, 4), np.float32), np.array([0, 1]))
     with pytest.raises(GluonFaceError, match="batch size"):
-        trainer.step(3)
+        _step(blk, trainer, np.ones((3, 4), np.float32), np.array([0, 1, 2]))
 
 
 def test_server_optimizer_pickles_follows_its_schedule_and_sums_other_keys():
