@@ -63,6 +63,20 @@ def make_optimizer(optim_cfg, schedule):
     return "adamw", params
 
 
+def build_backbone(model_cfg, ctx, seed):
+    """The backbone, seeded and initialised on ``ctx`` (shapes still deferred until the first forward).
+
+    Xavier-gaussian (factor 'out', magnitude 2) as insightface initialises its MXNet backbones.
+    """
+    from gluonface.models import get_model
+    seed_everything(seed)
+    m = model_cfg
+    net = get_model(m.name, embedding_size=m.embedding_size, head=m.head, dropout=m.dropout,
+                    input_norm=m.input_norm)
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2), ctx=ctx)
+    return net
+
+
 def seed_everything(seed):
     mx.random.seed(seed)
     np.random.seed(seed)
@@ -73,17 +87,12 @@ def build_everything(cfg, dist_ctx, loader=True):
     """Every part of a run, initialised, hybridized and ready to step (nothing loaded from checkpoints)."""
     from gluonface.dist import make_trainer
     from gluonface.engine.precision import AmpPolicy
-    from gluonface.models import get_model
     dataset = load_dataset(cfg.data)
     ctx = list(dist_ctx.ctx)
     sched = resolve_schedule(cfg.optim, cfg.train, cfg.data.batch_size, len(dataset), len(ctx),
                              dist_ctx.num_workers)
-    seed_everything(cfg.train.seed)
     amp = AmpPolicy.create(cfg.train.amp, ctx, say=print if dist_ctx.is_main else (lambda *_: None))
-    m = cfg.model
-    net = get_model(m.name, embedding_size=m.embedding_size, head=m.head, dropout=m.dropout,
-                    input_norm=m.input_norm)
-    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2), ctx=ctx)
+    net = build_backbone(cfg.model, ctx, cfg.train.seed)
     loss_block = build_loss(cfg, dataset.num_classes, dist_ctx)
     sharded = bool(getattr(loss_block, "sharded", False))
     if not sharded:
