@@ -31,11 +31,25 @@ def test_base_yaml_states_every_default_exactly():
             assert "#" in line or key in ("contrast", "saturation", "beta2", "epsilon", "lr_factor"), key
 
 
-@pytest.mark.parametrize("name", ["tiny_synthetic.yaml", "ms1mv2_r100_arcface.yaml", "ms1mv3_r50_arcface.yaml",
-                                  "casia_mobilefacenet.yaml"])
-def test_shipped_configs_load(name):
+SHIPPED = sorted(f for f in os.listdir(CONFIGS) if f.endswith(".yaml") and f != "base.yaml")
+
+
+def test_required_configs_are_shipped():
+    assert {"tiny_synthetic.yaml", "ms1mv2_r100_arcface.yaml", "ms1mv3_r50_arcface.yaml",
+            "casia_mobilefacenet.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_build(name):
+    """Every shipped config loads and names a backbone and loss that exist (no edit needed but data.rec)."""
+    from gluonface.losses import get_loss
+    from gluonface.models import get_model
     cfg = load_config(os.path.join(CONFIGS, name))
     assert cfg.source.endswith(name)
+    m = cfg.model
+    get_model(m.name, embedding_size=m.embedding_size, head=m.head, dropout=m.dropout, input_norm=m.input_norm)
+    lc = cfg.loss
+    get_loss(lc.name, 10, m.embedding_size, s=lc.s, m1=lc.m1, m2=lc.m2, m3=lc.m3, easy_margin=lc.easy_margin)
 
 
 def test_published_hyperparameters():
