@@ -171,7 +171,11 @@ def test_bad_inputs_give_clean_errors(world, tmp_path, capsys):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "expects aligned 112x112" in proc.stderr
     save_bin(str(tmp_path / "empty.bin"), [], [])
+    import pickle
+    with open(tmp_path / "odd.bin", "wb") as f:  # 3 images for 2 pairs, written without save_bin's check
+        pickle.dump(([_png(np.zeros((112, 112, 3), np.uint8))] * 3, [True, False]), f, protocol=4)
     for argv, words in ((["--bin", str(tmp_path / "empty.bin")], "empty"),
+                        (["--bin", str(tmp_path / "odd.bin")], "3 images for 2 pairs"),
                         (["--bin", str(tmp_path / "missing.bin")], "does not exist"),
                         ([], "nothing to evaluate")):
         assert main(["eval", str(root / "model" / "m")] + argv) == 2

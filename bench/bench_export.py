@@ -1,0 +1,227 @@
+"""Embedding throughput of one trained network as Gluon (hybridized), exported symbol, ONNX Runtime and INT8.
+
+What it does, in one run:
+1. Trains a backbone briefly on synthetic identities (``gluonface.data.synthetic.render_image``; ArcFace
+   loss, SGD, cosine lr), unless ``--run-dir`` names a `gluonface train` run to use instead.
+2. Exports it with ``gluonface.export.run.export_model`` (symbol + ONNX + INT8 calibrated on training
+   images) and scores every form on a held-out pair set of unseen identities: the INT8 accuracy drop.
+3. Measures images/s at batch 1 and 64 for the four forms. Forms are timed round-robin over several
+   rounds and the median is kept, so load from other processes hits all forms alike; the baseline of
+   every ratio is ONNX Runtime (float32) measured in the same rounds.
+``--speed-archs`` adds speed-only rows for untrained networks of other architectures.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/bench_export.py --out bench/results/export.md
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "2"))
+
+
+def render_set(first_id, n_ids, per_id, seed):
+    """Aligned synthetic faces: (n_ids*per_id, 112, 112, 3) uint8 RGB and labels 0..n_ids-1."""
+    from gluonface.data.synthetic import SynthSpec, render_image
+    spec = SynthSpec(identities=first_id + n_ids, images_per_id=per_id, seed=seed)
+    images, labels = [], []
+    for k in range(n_ids):
+        for j in range(per_id):
+            bgr, _ = render_image(spec, first_id + k, j)
+            images.append(bgr[:, :, ::-1])
+            labels.append(k)
+    return np.stack(images), np.array(labels)
+
+
+def train(arch, images, labels, steps, batch=32, lr=0.1, seed=0):
+    """A short ArcFace training of ``arch``; returns the backbone (hybridized) and the final loss."""
+    import mxnet as mx
+    from mxnet import autograd, gluon
+    from gluonface.losses import get_loss
+    from gluonface.models import get_model
+    mx.random.seed(seed)
+    rng = np.random.default_rng(seed)
+    net = get_model(arch, embedding_size=128, head="FC")
+    net.initialize(mx.init.Xavier(magnitude=2.0))
+    loss_fn = get_loss("arcface", int(labels.max()) + 1, 128, s=32.0, m2=0.3)
+    loss_fn.initialize()
+    net.hybridize(static_alloc=True)
+    loss_fn.hybridize(static_alloc=True)
+    params = net.collect_params()
+    params.update(loss_fn.collect_params())
+    sched = mx.lr_scheduler.CosineScheduler(max_update=steps, base_lr=lr, final_lr=lr * 0.01)
+    trainer = gluon.Trainer(params, "sgd", {"learning_rate": lr, "momentum": 0.9, "wd": 5e-4,
+                                            "lr_scheduler": sched})
+    losses = []
+    for step in range(steps):
+        idx = rng.choice(len(images), batch, replace=False)
+        x = images[idx].transpose(0, 3, 1, 2).astype(np.float32)
+        flip = rng.random(batch) < 0.5
+        x[flip] = x[flip][..., ::-1]
+        with autograd.record():
+            loss = loss_fn(net(mx.nd.array(x)), mx.nd.array(labels[idx])).mean()
+        loss.backward()
+        trainer.step(1)
+        losses.append(float(loss.asscalar()))
+        if step % 50 == 0 or step == steps - 1:
+            print(f"  step {step:4d} loss {np.mean(losses[-50:]):.3f}", flush=True)
+    return net, float(np.mean(losses[-20:]))
+
+
+def make_pairs(labels, n_pairs, seed):
+    """Half genuine, half impostor index pairs over held-out images, in shuffled order."""
+    rng = np.random.default_rng(seed)
+    pairs, same = [], []
+    while len(pairs) < n_pairs:
+        a, b = rng.choice(len(labels), 2, replace=False)
+        want = len(pairs) % 2 == 0
+        if (labels[a] == labels[b]) == want:
+            pairs.append((a, b))
+            same.append(want)
+    order = rng.permutation(n_pairs)
+    return [pairs[i] for i in order], [same[i] for i in order]
+
+
+def forms(net, prefix):
+    """name -> f(x float32 NCHW) -> numpy, for the four forms."""
+    import mxnet as mx
+    from gluonface.export.embedder import FaceEmbedder
+    out = {"gluon": lambda x: net(mx.nd.array(x)).asnumpy()}
+    out["symbol"] = FaceEmbedder.from_path(prefix)
+    out["onnxruntime"] = FaceEmbedder.from_path(prefix + ".onnx", threads=THREADS)
+    if os.path.isfile(prefix + "-int8-symbol.json"):
+        out["int8"] = FaceEmbedder.from_path(prefix + "-int8")
+    return out
+
+
+def measure(fns, batch, rounds, seconds):
+    """Median images/s per form over ``rounds`` round-robin rounds of about ``seconds`` each."""
+    x = np.random.default_rng(0).uniform(0, 255, (batch, 3, 112, 112)).astype(np.float32)
+    rates = {k: [] for k in fns}
+    for f in fns.values():
+        f(x)
+        f(x)
+    for _ in range(rounds):
+        for name, f in fns.items():
+            n, start = 0, time.perf_counter()
+            while n == 0 or time.perf_counter() - start < seconds:
+                f(x)
+                n += 1
+            rates[name].append(n * batch / (time.perf_counter() - start))
+    return {k: float(np.median(v)) for k, v in rates.items()}
+
+
+def speed_table(title, fns, args):
+    lines = [f"**{title}** (images/s, median of {args.rounds} round-robin rounds; ratio vs ONNX Runtime)", "",
+             "| form | batch 1 | ratio | batch 64 | ratio |", "|---|---|---|---|---|"]
+    res = {b: measure(fns, b, args.rounds, args.seconds) for b in (1, 64)}
+    for name in fns:
+        cells = []
+        for b in (1, 64):
+            cells += [f"{res[b][name]:.1f}", f"{res[b][name] / res[b]['onnxruntime']:.2f}x"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "int8" in fns:
+        lines += ["", "INT8 speedup vs float32 exported symbol: " + ", ".join(
+            f"batch {b}: {res[b]['int8'] / res[b]['symbol']:.2f}x" for b in (1, 64))]
+    print("\n".join(lines), flush=True)
+    return lines, res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run-dir", help="use this `gluonface train` run instead of training here")
+    p.add_argument("--arch", default="iresnet_tiny")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--ids", type=int, default=100, help="training identities")
+    p.add_argument("--per-id", type=int, default=10)
+    p.add_argument("--heldout-ids", type=int, default=40)
+    p.add_argument("--pairs", type=int, default=800)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=1.5)
+    p.add_argument("--speed-archs", default="mobilefacenet", help="comma list of extra speed-only archs")
+    p.add_argument("--out", help="write the figures (markdown) here")
+    args = p.parse_args(argv)
+    import cv2
+    import mxnet as mx
+    from gluonface.data.pairs import save_bin
+    from gluonface.data.record import RecordWriter
+    from gluonface.export.run import export_model
+    load0, started = os.getloadavg(), time.time()
+    work = tempfile.mkdtemp(prefix="bench_export_")
+    print(f"rendering synthetic identities into {work}", flush=True)
+    train_x, train_y = render_set(0, args.ids, args.per_id, seed=11)
+    held_x, held_y = render_set(args.ids, args.heldout_ids, 6, seed=11)
+    w = RecordWriter(os.path.join(work, "train"))
+    for img, lab in zip(train_x, train_y):
+        w.add_image(cv2.imencode(".jpg", img[:, :, ::-1])[1].tobytes(), int(lab))
+    w.close(image_size=(112, 112))
+    pairs, same = make_pairs(held_y, args.pairs, seed=5)
+    enc = [cv2.imencode(".png", held_x[i][:, :, ::-1])[1].tobytes() for ab in pairs for i in ab]
+    save_bin(os.path.join(work, "heldout.bin"), enc, same)
+    if args.run_dir:
+        from gluonface.engine.checkpoint import load_backbone
+        net, info = load_backbone(args.run_dir, "latest")
+        net.hybridize(static_alloc=True, static_shape=True)
+        source, final_loss = f"run directory {args.run_dir} (step {info.get('step')})", None
+    else:
+        print(f"training {args.arch} for {args.steps} steps", flush=True)
+        t0 = time.time()
+        net, final_loss = train(args.arch, train_x, train_y, args.steps)
+        source = (f"{args.arch} (E=128) trained in this bench: {args.steps} steps of batch 32, ArcFace s=32 "
+                  f"m=0.3, {args.ids} synthetic identities x {args.per_id} images, {time.time() - t0:.0f} s, "
+                  f"final loss {final_loss:.2f}")
+        info = {"model": {"name": args.arch}}
+    net.hybridize(static_alloc=True, static_shape=True)
+    prefix = os.path.join(work, "model")
+    meta = export_model(net, prefix, info=info, onnx=True, int8=True, calib=os.path.join(work, "train"),
+                        calib_images=256, pairs=os.path.join(work, "heldout.bin"))
+    v = meta["verification"]
+    lines = [f"## Export and inference (`bench/bench_export.py`)", "",
+             f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()} "
+             f"({os.cpu_count()} cores, no AVX-512/VNNI), MXNet {mx.__version__} (MKLDNN), OMP_NUM_THREADS="
+             f"{THREADS}, onnxruntime intra-op threads {THREADS}. Load average at start {load0[0]:.1f}: the "
+             "machine was shared with other jobs, so absolute figures are noisy; ratios come from interleaved "
+             "rounds.", "",
+             "Command: `OMP_NUM_THREADS=2 .venv/bin/python bench/bench_export.py "
+             + " ".join(a for a in (argv or sys.argv[1:]) if a) + "`", "",
+             f"Model: {source}.", "",
+             f"Held-out verification ({args.pairs} pairs of {args.heldout_ids} unseen identities, 10-fold, flip "
+             "TTA):", "", "| form | accuracy % | AUC |", "|---|---|---|"]
+    for k in ("symbol", "onnx", "int8"):
+        lines.append(f"| {k} | {100 * v[k]['accuracy']:.2f} | {v[k]['auc']:.4f} |")
+    c = meta["checks"]
+    lines += ["", f"INT8 accuracy drop: **{v['int8_accuracy_drop_points']:.2f} points** (calibration: "
+              f"{c['int8_calibration']['images']} training images, {c['int8_calibration']['mode']}); min cosine "
+              f"INT8 vs float32 on random inputs {c['int8_min_cosine_to_fp32']:.4f}. Parity: symbol vs Gluon "
+              f"{c['symbol_max_abs_diff']:.1e}, ONNX Runtime vs MXNet {c['onnx_max_abs_diff']:.1e} "
+              "(max abs diff, normalised embeddings).", ""]
+    table, res = speed_table(f"Throughput, trained {meta['backbone']}", forms(net, prefix), args)
+    lines += table
+    for arch in [a for a in args.speed_archs.split(",") if a]:
+        from gluonface.models import get_model
+        other = get_model(arch, embedding_size=128)
+        other.initialize(mx.init.Xavier())
+        other.hybridize(static_alloc=True, static_shape=True)
+        op = os.path.join(work, arch)
+        export_model(other, op, onnx=True, int8=True, calib=os.path.join(work, "train"), calib_images=64)
+        t, _ = speed_table(f"Throughput, {arch} (untrained weights, speed only)", forms(other, op), args)
+        lines += ["", *t]
+    lines += ["", f"Load average at end {os.getloadavg()[0]:.1f}; total {time.time() - started:.0f} s. "
+              f"Artefacts in {work} (export.json holds every check)."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    json.dump(meta, open(os.path.join(work, "bench_meta.json"), "w"), indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
