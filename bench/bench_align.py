@@ -4,10 +4,12 @@ Run:  OMP_NUM_THREADS=2 .venv/bin/python bench/bench_align.py [--repeats 15] [--
 
 1. Speed: detection + alignment of 512x512 photos (scikit-image's astronaut and flipped/rotated/scaled
    variants) at min face 20 and 40 px, images/s (wall) and CPU ms/image, for
-     - this detector (hybridized, P-Net pyramid packed in one canvas),
+     - this detector (hybridized, P-Net pyramid packed into two calls, pooling as strided slices),
      - hybridized, one P-Net call per pyramid level,
-     - baseline measured in the same run: imperative (not hybridized), one P-Net call per level.
-   Printed as a ratio against the baseline.
+     - imperative (not hybridized), one P-Net call per level,
+     - baseline measured in the same run, a straightforward port: imperative, one call per level and
+       MXNet's Pooling operator.
+   Printed as a ratio against the baseline. Also `align_tree` on a folder with 1 and 2 processes.
 2. Consistency: points on the astronaut under flip, ±15/±30° rotation, 256/160/96 px downscales and a
    90° rotation, mapped back and compared with the points on the original (px and NME = / eye distance),
    plus the error against hand-annotated points.
@@ -17,6 +19,7 @@ Run:  OMP_NUM_THREADS=2 .venv/bin/python bench/bench_align.py [--repeats 15] [--
    warp) and how often MTCNN finds these cartoon faces, with its NME against the true points.
 """
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -27,6 +30,7 @@ import numpy as np
 import skimage.data
 
 from gluonface.align import align_image, arcface_template, transform_points
+from gluonface.align import nets
 from gluonface.align.mtcnn import MTCNNDetector
 from gluonface.align.transform import ARCFACE_112, align_face
 
@@ -59,6 +63,24 @@ def photos():
     return out
 
 
+def pooling_op(F, x, kernel, stride, full):
+    """The straightforward max-pooling (MXNet's Pooling operator, oneDNN on CPU): the baseline's."""
+    return F.Pooling(x, kernel=(kernel, kernel), stride=(stride, stride), pool_type="max",
+                     pooling_convention="full" if full else "valid")
+
+
+@contextlib.contextmanager
+def baseline_pooling(active):
+    """Swap gluonface.align.nets' pooling for the plain Pooling operator while ``active``."""
+    saved = nets._max_pool
+    if active:
+        nets._max_pool = pooling_op
+    try:
+        yield
+    finally:
+        nets._max_pool = saved
+
+
 def time_detector(det, images, repeats):
     """Median wall and CPU seconds per image (detect + align) over ``repeats`` passes."""
     for img in images:
@@ -82,20 +104,46 @@ def bench_speed(repeats):
     emit("|---|---|---|---|---|---|")
     configs = [("packed pyramid, hybridized (default)", dict()),
                ("per-level P-Net, hybridized", dict(pack_pyramid=False)),
-               ("baseline: per-level, imperative", dict(pack_pyramid=False, hybridize=False))]
+               ("per-level, imperative", dict(pack_pyramid=False, hybridize=False)),
+               ("baseline: per-level, imperative, Pooling operator", dict(pack_pyramid=False, hybridize=False))]
     for min_face in (40, 20):
         dets = [(name, MTCNNDetector(min_face=min_face, **kw)) for name, kw in configs]
         # interleave the variants so that machine load hits all of them alike
         results = {name: [] for name, _ in dets}
         for _ in range(3):
             for name, det in dets:
-                results[name].append(time_detector(det, images, max(1, repeats // 3)))
+                with baseline_pooling(name.endswith("Pooling operator")):
+                    results[name].append(time_detector(det, images, max(1, repeats // 3)))
         base = np.median([w for w, _ in results[configs[-1][0]]])
         for name, _ in dets:
             wall = np.median([w for w, _ in results[name]])
             cpu = np.median([c for _, c in results[name]])
             emit(f"| {min_face} | {name} | {1 / wall:.1f} | {wall * 1e3:.1f} | {cpu * 1e3:.1f} | "
                   f"{base / wall:.2f}x |")
+
+
+def bench_batch(count):
+    """``align_tree`` wall throughput on a folder of 512x512 photos, 1 process vs 2 workers."""
+    import tempfile
+    from gluonface.align.batch import align_tree
+    variants = photos()
+    names = ["original", "flip", "rot-15", "rot+15", "rot-30", "rot+30"]
+    emit(f"\n## `gluonface align` on a folder of {count} 512x512 photos (min face 40, wall clock incl. "
+         f"start-up)")
+    emit("| workers | images/s | seconds |")
+    emit("|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(count):
+            img = variants[names[i % len(names)]][0]
+            path = os.path.join(tmp, "src", f"id{i % 4}", f"{i:03d}.jpg")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            cv2.imwrite(path, img[:, :, ::-1])
+        for workers in (1, 2):
+            start = time.perf_counter()
+            summary = align_tree(os.path.join(tmp, "src"), os.path.join(tmp, f"out{workers}"), min_face=40,
+                                 workers=workers, progress=False)
+            sec = time.perf_counter() - start
+            emit(f"| {workers} | {summary.total / sec:.1f} | {sec:.1f} (aligned {summary.written}) |")
 
 
 def bench_consistency():
@@ -210,6 +258,7 @@ def main():
     emit(f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')} .venv/bin/python "
          f"bench/bench_align.py{' --quick' if args.quick else ''}`")
     bench_speed(repeats)
+    bench_batch(24 if args.quick else 96)
     bench_consistency()
     bench_warp(5 if args.quick else 20)
     emit(f"\n1-min load average at the end: {os.getloadavg()[0]:.1f}")

@@ -141,6 +141,8 @@ def align_tree(src, dst, *, landmarks=None, lst=None, size=112, select="largest"
     size = parse_size(size)
     table = read_landmarks_file(landmarks) if landmarks else None
     jobs = lst_jobs(lst, src) if lst else tree_jobs(src, table)
+    inside = os.path.join(os.path.abspath(dst), "")
+    jobs = [j for j in jobs if not os.path.abspath(j.src).startswith(inside)]  # DST may sit inside SRC
     skipped = [j for j in jobs if table is not None and j.points is None]
     todo = [j for j in jobs if table is None or j.points is not None]
     os.makedirs(dst, exist_ok=True)
