@@ -30,6 +30,7 @@ class AlignOptions:
     select: str = "largest"
     min_face: float = 40.0
     max_side: int = 1280
+    thresholds: tuple = (0.6, 0.7, 0.8)
     omp_threads: int = 0  # 0: leave the MXNet default
 
 
@@ -65,7 +66,8 @@ def _detector():
     if "detector" not in _STATE:
         from gluonface.align.mtcnn import MTCNNDetector
         opts = _STATE["options"]
-        _STATE["detector"] = MTCNNDetector(min_face=opts.min_face, max_side=opts.max_side)
+        _STATE["detector"] = MTCNNDetector(min_face=opts.min_face, max_side=opts.max_side,
+                                           thresholds=opts.thresholds)
     return _STATE["detector"]
 
 
@@ -101,7 +103,9 @@ def _progress(total, enabled):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a declared dependency
         return None
-    return tqdm(total=total, unit="img", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    # disable=None: a bar on a terminal, none in logs
+    return tqdm(total=total, unit="img", disable=None if enabled else True, file=sys.stderr,
+                dynamic_ncols=True)
 
 
 def _write_tsv(path, header, rows):
@@ -114,7 +118,7 @@ def _write_tsv(path, header, rows):
 
 
 def align_tree(src, dst, *, landmarks=None, lst=None, size=112, select="largest", min_face=40,
-               max_side=1280, workers=0, progress=True):
+               max_side=1280, thresholds=(0.6, 0.7, 0.8), workers=0, progress=True):
     """Align every image of ``src`` (a folder tree, or the images named in ``lst``) into ``dst``.
 
     Args:
@@ -126,6 +130,7 @@ def align_tree(src, dst, *, landmarks=None, lst=None, size=112, select="largest"
         size: crop size: ``112``, ``"112x96"`` or ``(H, W)``.
         select: ``largest`` or ``central`` when the detector sees several faces.
         min_face: smallest face (px) the detector looks for. max_side: detection downscale limit.
+        thresholds: P-Net, R-Net, O-Net face-probability thresholds.
         workers: worker processes (0 or 1: this process).
         progress: show a progress bar on stderr.
     Returns:
@@ -138,6 +143,10 @@ def align_tree(src, dst, *, landmarks=None, lst=None, size=112, select="largest"
     if landmarks is None and min_face < 12:
         raise GluonFaceError(f"--min-face {min_face} is below MTCNN's 12-px window; fix: use --min-face 12 "
                              f"or more (upscale the images to find smaller faces)")
+    thresholds = tuple(float(t) for t in thresholds)
+    if len(thresholds) != 3 or not all(0 <= t < 1 for t in thresholds):
+        raise GluonFaceError(f"thresholds {thresholds} must be three numbers in [0, 1); fix: e.g. "
+                             f"--thresholds 0.6,0.7,0.8")
     size = parse_size(size)
     table = read_landmarks_file(landmarks) if landmarks else None
     jobs = lst_jobs(lst, src) if lst else tree_jobs(src, table)
@@ -149,7 +158,7 @@ def align_tree(src, dst, *, landmarks=None, lst=None, size=112, select="largest"
     workers = max(0, int(workers))
     cores = os.cpu_count() or 1
     options = AlignOptions(dst=os.path.abspath(dst), size=size, select=select, min_face=float(min_face),
-                           max_side=int(max_side),
+                           max_side=int(max_side), thresholds=thresholds,
                            omp_threads=max(1, cores // workers) if workers > 1 else 0)
     start = time.perf_counter()
     results = [_skip_job(j) for j in skipped]

@@ -25,6 +25,8 @@ def add_arguments(parser):
                         help="face to keep when several are found (default largest)")
     parser.add_argument("--min-face", type=int, default=40, metavar="N",
                         help="smallest face the detector looks for, in px (default 40; >= 12)")
+    parser.add_argument("--thresholds", default="0.6,0.7,0.8", metavar="P,R,O",
+                        help="MTCNN face-probability thresholds of P-Net, R-Net, O-Net (default 0.6,0.7,0.8)")
     parser.add_argument("--max-side", type=int, default=1280, metavar="N",
                         help="detect on a copy downscaled to this longer side; crops use full resolution")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -32,10 +34,20 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _numbers(text):
+    from gluonface.errors import GluonFaceError
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise GluonFaceError(f"--thresholds {text!r} is not a comma-separated list of numbers; "
+                             f"fix: e.g. --thresholds 0.6,0.7,0.8") from None
+
+
 def run(args):
     from gluonface.align.batch import align_tree
     summary = align_tree(args.src, args.dst, landmarks=args.landmarks, lst=args.lst, size=args.size,
                          select=args.select, min_face=args.min_face, max_side=args.max_side,
+                         thresholds=_numbers(args.thresholds),
                          workers=args.workers, progress=not args.no_progress)
     print(summary.format())
     return 0 if summary.written else 1
