@@ -91,7 +91,7 @@ class PartialFCKVStore(gluon.Block):
         Args:
             optimizer: 'sgd' (the only one the servers run for Partial FC).
             optimizer_params: ``learning_rate``, ``momentum``, ``wd``, ``clip_gradient``,
-                ``lr_scheduler`` (pickled to the servers: it must import there), ``begin_num_update``.
+                ``lr_scheduler`` (evaluated on the worker), ``begin_num_update``.
             batch_size: samples per ``step`` on this worker; default: fixed by the first ``step``. The
                 servers' gradient scale is ``1 / (batch_size · W)``, sent once.
         """
@@ -150,7 +150,7 @@ class PartialFCKVStore(gluon.Block):
         self._keys_ready = True
 
     def start_servers(self, optimizer):
-        """Once, on every worker before the first push: send ``optimizer``, bind the momentum, verify."""
+        """On every worker before a push: send ``optimizer``, bind the momentum to it, verify it runs."""
         self._init_keys()
         self._store.set_optimizer(optimizer)
         self._store._barrier()            # every worker's copy of the optimizer is in place
@@ -160,11 +160,11 @@ class PartialFCKVStore(gluon.Block):
         marker = nd.sparse.row_sparse_array((nd.full((1, self.embedding_size), _MARKER),
                                              nd.array([0], dtype="int64")), shape=self.shape)
         self._store.push(self.momentum_key, marker)
+        # the pull also orders the bind before this worker's next gradient push (different keys)
         if float(self._pull(self.momentum_key, np.array([0]))[0, 0].asscalar()) >= _MARKER / 2:
             raise GluonFaceError("the parameter servers are not running the Partial FC optimizer (their log "
                                  "shows why unpickling it failed); fix: start servers with `gluonface launch` "
-                                 "(python -m gluonface.dist.server) from the same gluonface installation, and "
-                                 "use an lr_scheduler that imports inside a server")
+                                 "(python -m gluonface.dist.server) from the same gluonface installation")
 
 
 def _all_rows(dense):
@@ -175,29 +175,42 @@ def _all_rows(dense):
 
 
 class ServerTrainer:
-    """What the loop steps for ``PartialFCKVStore``: pushes the centre gradient; the servers update."""
+    """What the loop steps for ``PartialFCKVStore``: pushes the centre gradient; the servers update.
+
+    The learning-rate schedule never travels to the servers: the worker evaluates it exactly as a local
+    ``gluon.Trainer`` would (an ``mx.optimizer.SGD`` built from the same parameters, so the scheduler's
+    ``base_lr`` is set the same way) and re-sends the servers' optimizer with a constant rate whenever
+    the value changes. The servers thus never unpickle a scheduler (gluoncv's cannot be imported inside
+    a server process, where ``import mxnet`` never finishes), and ``set_learning_rate``'s trap
+    (apache/mxnet#15919) does not arise. Re-sending is safe: the momentum lives in its key, not in the
+    optimizer object.
+    """
 
     def __init__(self, block, optimizer_params, batch_size=None):
+        import mxnet as mx
         self._block = block
-        self.num_update = int(optimizer_params.pop("begin_num_update", 0))
-        optimizer_params.pop("rescale_grad", None)        # set from the batch size
-        self._params = optimizer_params
+        params = dict(optimizer_params)
+        self.num_update = int(params.pop("begin_num_update", 0))
+        params.pop("rescale_grad", None)                  # set from the batch size
+        self._local = mx.optimizer.SGD(**params)          # evaluates the schedule, never steps
+        self._server_params = {k: v for k, v in params.items() if k in ("momentum", "wd", "clip_gradient")}
         self.batch_size = int(batch_size) if batch_size else None
-        self._started = False
-
-    def server_optimizer(self):
-        """The ``PartialFCServerSGD`` sent to the servers (gradient scale 1 / global batch)."""
-        b = self._block
-        return PartialFCServerSGD(b.centres_key, b.momentum_key, begin_num_update=self.num_update,
-                                  rescale_grad=1.0 / (self.batch_size * b.num_workers), **self._params)
+        self._sent_lr = None
 
     @property
     def learning_rate(self):
-        sched = self._params.get("lr_scheduler")
-        return sched(self.num_update) if sched is not None else self._params.get("learning_rate", 0.01)
+        """The rate of the next step (what the optimizer's ``_get_lr`` gives at ``num_update + 1``)."""
+        sched = self._local.lr_scheduler
+        return float(sched(self.num_update + 1)) if sched is not None else float(self._local.lr)
+
+    def server_optimizer(self, learning_rate):
+        """The ``PartialFCServerSGD`` for the servers: constant ``learning_rate``, scale 1 / global batch."""
+        b = self._block
+        return PartialFCServerSGD(b.centres_key, b.momentum_key, learning_rate=learning_rate,
+                                  rescale_grad=1.0 / (self.batch_size * b.num_workers), **self._server_params)
 
     def step(self, batch_size, ignore_stale_grad=False):
-        """Push this step's gradient; the first call fixes the batch size and starts the servers' optimizer."""
+        """Push this step's gradient; the first call fixes the batch size (the servers' gradient scale)."""
         if getattr(self, "_amp_loss_scaler", None) is not None:
             raise GluonFaceError("fp16 dynamic loss scaling cannot reach an optimizer on the parameter servers; "
                                  "fix: train.amp=off or bf16 with loss.partial_fc on dist.engine=kvstore")
@@ -206,9 +219,10 @@ class ServerTrainer:
         if batch_size != self.batch_size:
             raise GluonFaceError(f"step({batch_size}) after step({self.batch_size}): the servers' gradient scale "
                                  "is fixed; fix: keep the batch size constant (the loader drops the last batch)")
-        if not self._started:
-            self._block.start_servers(self.server_optimizer())
-            self._started = True
+        lr = self.learning_rate
+        if lr != self._sent_lr:              # every worker computes the same rate: they all re-send together
+            self._block.start_servers(self.server_optimizer(lr))
+            self._sent_lr = lr
         self._block.push_gradient()
         self.num_update += 1
 

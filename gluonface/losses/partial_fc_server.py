@@ -11,9 +11,9 @@ A ps-lite server holds ONE updater for all keys, so this optimizer serves every 
 * any other key (backbone trainer with ``update_on_kvstore=False``, metric collectives): the stored
   value becomes the merged sum of the pushes, exactly what a server without an updater does.
 
-The learning rate follows ``lr_scheduler(num_update)`` (the optimizer is pickled once, so
-``set_learning_rate`` would never reach the servers, apache/mxnet#15919); ``begin_num_update`` carries a
-resumed run's step count.
+``ServerTrainer`` (``partial_fc_kvstore``) sends it with a constant learning rate and re-sends it when
+the worker-side schedule changes the rate: a scheduler never has to be unpickled on a server (gluoncv's
+cannot be imported there), and the state that must survive a re-send is in the momentum key.
 """
 # The servers unpickle this module from inside ``import mxnet`` (the server loop starts before the package
 # finished importing, so ``mxnet.nd`` is not bound yet): import submodules by their own names only.

@@ -126,3 +126,22 @@ def test_server_optimizer_pickles_follows_its_schedule_and_sums_other_keys():
     np.testing.assert_allclose(weight.asnumpy(), [[1, 1], [1 - lr, 1 - lr], [1, 1]], rtol=1e-6)
     opt.update(0, other, nd.array([2.0, 3.0]), None)
     np.testing.assert_array_equal(other.asnumpy(), [2.0, 3.0])
+
+
+def test_worker_side_schedule_reaches_the_servers_step_by_step():
+    from gluoncv.utils import LRScheduler, LRSequential
+    sched = LRSequential([LRScheduler("linear", base_lr=0.0, target_lr=0.2, niters=2),
+                          LRScheduler("cosine", base_lr=0.2, target_lr=0.0, niters=4)])
+    blk = _block(num_classes=6, s=8.0, m1=1.0, m2=0.0, m3=0.2)
+    trainer = blk.make_trainer("sgd", {"learning_rate": 0.2, "momentum": 0.5, "wd": 0.0, "lr_scheduler": sched})
+    rng = np.random.default_rng(3)
+    W, mom = init_rows(2, 0, 6, 4).astype(np.float64), np.zeros((6, 4))
+    rates = []
+    for t in range(1, 5):
+        X, y = rng.normal(size=(2, 4)).astype(np.float32), rng.integers(0, 6, 2)
+        _, _, dW = ref.loss_and_grads(X, W, y, 8.0, 1.0, 0.0, 0.2)
+        rates.append(sched(t))
+        ref.sgd_step(W, dW / 2, mom, rates[-1], 0.5, 0.0)
+        _step(blk, trainer, X, y)
+    assert len(set(rates)) == 3                      # warmup, then cosine decay: re-sent twice
+    np.testing.assert_allclose(blk.pull_rows(np.arange(6)).asnumpy(), W, rtol=2e-4, atol=1e-5)
