@@ -36,14 +36,19 @@ def add_arguments(parser):
     parser.add_argument("--min-workers", type=int, default=1, help="elastic: fewest workers to continue with")
     parser.add_argument("--log-dir", help="per-process logs (default: RUN_DIR/launch/<time>)")
     parser.add_argument("--dry-run", action="store_true", help="print the processes, start nothing")
+    parser.add_argument("--exec", dest="exec_command", metavar="COMMAND",
+                        help="run this worker command instead of `gluonface train CONFIG` (split like a shell "
+                             "would, never run by one); CONFIG may then be '-'")
 
 
 def run(args):
+    import shlex
     from gluonface.launch.job import LaunchRequest, launch
     req = LaunchRequest(
         config=args.config, engine=args.engine, workers=args.workers, servers=args.servers,
         kvstore=args.kvstore, hosts_file=args.hosts_file, starter=args.starter,
         overrides=tuple(args.overrides), interface=args.interface, port=args.port, timeout=args.timeout,
         resume=args.resume, elastic=args.elastic, min_workers=args.min_workers, slurm=args.slurm,
-        submit=args.submit, k8s=args.k8s, image=args.image, log_dir=args.log_dir, dry_run=args.dry_run)
+        submit=args.submit, k8s=args.k8s, image=args.image, log_dir=args.log_dir, dry_run=args.dry_run,
+        command=tuple(shlex.split(args.exec_command)) if args.exec_command else None)
     return launch(req)

@@ -10,7 +10,7 @@ Facts this class is built around (each has a test in tests/distributed):
 * with ``update_on_kvstore=True`` (forced for ``dist_async``) the optimizer is pickled to the servers once:
   its gradient scale is frozen (so the batch size is fixed up front), ``set_learning_rate`` never reaches
   the servers (apache/mxnet#15919: refused here) and its states cannot be saved (only the
-  hyper-parameters are written, with a warning);
+  hyper-parameters are written, with a warning) nor restored (resume is refused);
 * ``Trainer`` reduces with ``pushpull``, which rejects gradient compression: with ``2bit`` the gradients
   go through ``push`` + ``pull`` instead, the path where ps-lite supports it.
 """
@@ -26,7 +26,7 @@ from gluonface.errors import GluonFaceError
 
 LOG = logging.getLogger(__name__)
 TWO_BIT = {"type": "2bit", "threshold": 0.5}
-_SERVER_SIDE_MARKER = b"gluonface-server-side-optimizer\n"
+_SERVER_SIDE_MARKER = b"gluonface-server-side-optimizer\n"   # first line of such a states file
 
 
 class OffsetStore(KVStoreBase):
@@ -173,7 +173,7 @@ class KVStoreTrainer(gluon.Trainer):
         if not self._on_servers:
             return super().save_states(fname)
         LOG.warning("optimizer states live on the parameter servers (update_on_kvstore=True) and cannot be "
-                    "saved; %s holds the hyper-parameters only, a resume restarts momentum", fname)
+                    "saved; %s holds the hyper-parameters only (such a run cannot be resumed)", fname)
         with open(fname, "wb") as fout:
             fout.write(_SERVER_SIDE_MARKER + pickle.dumps(self._optimizer))
         return None
@@ -181,10 +181,7 @@ class KVStoreTrainer(gluon.Trainer):
     def load_states(self, fname):
         if not self._on_servers:
             return super().load_states(fname)
-        with open(fname, "rb") as fin:
-            head = fin.read(len(_SERVER_SIDE_MARKER))
-        if head != _SERVER_SIDE_MARKER:
-            raise GluonFaceError(f"{fname} holds local optimizer states but this job runs the optimizer on the "
-                                 "servers; fix: resume with the same dist.update_on_kvstore as the run")
-        LOG.warning("update_on_kvstore=True: the servers keep their optimizer; %s restores nothing", fname)
-        return None
+        raise GluonFaceError(
+            f"cannot resume from {fname}: with dist.update_on_kvstore=true the servers hold the weights and "
+            "optimizer states, which MXNet can neither save nor restore; fix: train with "
+            "dist.update_on_kvstore=false (dist_sync/dist_device_sync) to be able to resume")
