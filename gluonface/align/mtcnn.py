@@ -79,8 +79,8 @@ class MTCNNDetector:
             points are returned in the input's full-resolution coordinates.
         ctx: MXNet context (default CPU).
         weights_dir: directory with ``{pnet,rnet,onet}.lz4`` (default: the installed mtcnn wheel's).
-        pack_pyramid: run P-Net once on all pyramid levels packed in one canvas (default) rather than
-            once per level; the detections are the same (benchmark baseline: False).
+        pack_pyramid: run P-Net on the largest pyramid level and on all smaller levels packed into one
+            canvas (two calls, default) rather than once per level; the detections are the same.
         hybridize: run the networks as cached graphs (default; False only to measure the difference).
     """
 
@@ -108,9 +108,11 @@ class MTCNNDetector:
         image = to_rgb(image)
         h, w = image.shape[:2]
         ratio = min(1.0, self.max_side / float(max(h, w)))
+        scale = np.ones(2)
         if ratio < 1.0:  # detect on a smaller copy; align later at full resolution
-            image = cv2.resize(image, (max(1, round(w * ratio)), max(1, round(h * ratio))),
-                               interpolation=cv2.INTER_AREA)
+            size = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            scale = np.array(size, dtype=np.float64) / (w, h)  # exact per-axis factors after rounding
         norm = (image.astype(np.float32) - 127.5) / 128.0
         min_face = max(12.0, self.min_face * ratio)
         boxes = self._propose(norm, min_face)
@@ -119,7 +121,9 @@ class MTCNNDetector:
         if not len(boxes):
             return []
         boxes, scores, points = self._output(norm, boxes)
-        return [Face(box=(b / ratio).astype(np.float32), score=float(s), points=(p / ratio).astype(np.float32))
+        boxes = boxes / np.tile(scale, 2)  # box edges scale as they are
+        points = (points + 0.5) / scale - 0.5  # points are pixel centres
+        return [Face(box=b.astype(np.float32), score=float(s), points=p.astype(np.float32))
                 for b, s, p in zip(boxes, scores, points)]
 
     def _run(self, net, batch):

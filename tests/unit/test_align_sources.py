@@ -62,3 +62,19 @@ def test_image_conversions(tmp_path):
         decode_rgb(b"")
     with pytest.raises(UnreadableImage, match="cannot open"):
         read_rgb(str(tmp_path / "nope.jpg"))
+
+
+def test_choose_face_rules():
+    from gluonface.align.mtcnn import Face
+    from gluonface.align.pipeline import choose_face
+
+    def face(x1, y1, x2, y2):
+        return Face(np.array([x1, y1, x2, y2], np.float32), 0.9, np.zeros((5, 2), np.float32))
+    faces = [face(0, 0, 100, 100), face(180, 130, 220, 170), face(300, 0, 350, 50)]
+    shape = (300, 400, 3)  # centre (200, 150)
+    assert choose_face(faces, shape, "largest") == 0
+    assert choose_face(faces, shape, "central") == 1
+    assert choose_face(faces, shape, bbox=(295, 5, 345, 55)) == 2
+    assert choose_face(faces, shape, bbox=(0, 250, 10, 260)) == -1  # nothing overlaps the given box
+    with pytest.raises(ValueError):
+        choose_face(faces, shape, "random")
