@@ -17,7 +17,8 @@ from gluonface.errors import GluonFaceError
 
 
 def _ctx(num_workers, on_servers):
-    return DistContext("kvstore", 0, num_workers, 0, [mx.cpu()], "dist_sync", on_servers, "none",
+    # rank 1: only rank 0 runs the (slow, fresh-interpreter) pickle pre-flight, tested on its own below
+    return DistContext("kvstore", 1, num_workers, 0, [mx.cpu()], "dist_sync", on_servers, "none",
                        KVHandle(mx.kv.create("local")))
 
 
@@ -84,6 +85,7 @@ def test_trainers_get_separate_key_ranges():
     assert (ta._kvstore._offset, tb._kvstore._offset) == (0, 2)
 
 
+@pytest.mark.slow   # two fresh interpreters importing MXNet (seconds each, more on a loaded machine)
 def test_optimizer_pickle_preflight():
     check_optimizer_pickles(mx.optimizer.create("sgd", learning_rate=0.1,
                                                 lr_scheduler=mx.lr_scheduler.FactorScheduler(10)))
