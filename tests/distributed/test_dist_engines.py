@@ -58,7 +58,9 @@ def _assert_same(out, reference, worker_losses_are_local=False):
 
 
 @pytest.mark.parametrize("kvstore,servers,on_servers", [
-    ("dist_sync", 1, False), ("dist_device_sync", 2, False), ("dist_sync", 1, True)])
+    ("dist_sync", 1, False),
+    pytest.param("dist_device_sync", 2, False, marks=pytest.mark.slow),
+    pytest.param("dist_sync", 1, True, marks=pytest.mark.slow)])
 def test_kvstore_equals_single_process(tmp_path, reference, kvstore, servers, on_servers):
     extra = ("--engine", "kvstore", "--kvstore", kvstore) + (("--update-on-kvstore",) if on_servers else ())
     rc = _launch(tmp_path, "kvstore", _worker_cmd(tmp_path / "out", *extra), servers=servers, kvstore=kvstore)
@@ -72,6 +74,7 @@ def test_horovod_equals_single_process(tmp_path, reference):
     _assert_same(tmp_path / "out", reference)
 
 
+@pytest.mark.slow
 def test_horovod_fp16_compression_close_to_reference(tmp_path, reference):
     rc = _launch(tmp_path, "horovod", _worker_cmd(tmp_path / "out", "--engine", "horovod",
                                                   "--compression", "fp16"))
@@ -82,6 +85,7 @@ def test_horovod_fp16_compression_close_to_reference(tmp_path, reference):
         np.testing.assert_allclose(params[name], value, rtol=2e-2, atol=2e-3, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kvstore,compression", [("dist_async", "none"), ("dist_sync", "2bit")])
 def test_kvstore_async_and_2bit_train(tmp_path, kvstore, compression):
     cmd = _worker_cmd(tmp_path / "out", "--engine", "kvstore", "--kvstore", kvstore, "--steps", "30",
