@@ -1,0 +1,160 @@
+"""Engine overhead: images/s of `gluonface train` vs the bare training step, same model and batch, same run.
+
+    .venv/bin/python bench/bench_engine.py [--config configs/tiny_synthetic.yaml] [--steps 60] [--repeats 2]
+        [--out bench/results/engine.md]
+
+Baseline ("bare"): the parts `gluonface train` builds (``engine.build.build_everything``: same backbone,
+loss block, hybridization and trainers), stepped on one batch already in memory: forward, backward,
+``trainer.step`` for backbone and classifier, nothing else.
+Engine: ``engine.train.train`` on a synthetic rec written here (real loader with decode workers and
+augmentation, progress bar, log lines, metrics.jsonl, TensorBoard), with verification and checkpoints
+turned off except the final checkpoint; images/s from the first to the last logged step of metrics.jsonl
+(start-up, the first window and the final checkpoint excluded). Each measurement runs in its own process;
+bare and engine runs alternate ``--repeats`` times and the medians are compared.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def make_rec(prefix, ids, per_id):
+    import cv2
+
+    from gluonface.data.record import RecordWriter
+    from gluonface.data.synthetic import SynthSpec, render_image
+    spec = SynthSpec(identities=ids, images_per_id=per_id)
+    w = RecordWriter(prefix)
+    for i in range(ids):
+        for j in range(per_id):
+            img, _ = render_image(spec, i, j)
+            w.add_image(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes(), i)
+    w.close(image_size=(112, 112))
+
+
+def overrides(args, rec, run_dir):
+    return [f"data.rec={rec}", "eval.bins=[]", "train.checkpoint_every=0", "train.checkpoint_at_epoch_end=false",
+            f"train.max_steps={args.steps}", "train.log_every=10", f"train.run_dir={run_dir}", "train.epochs=100"]
+
+
+def phase_bare(args, rec):
+    import mxnet as mx
+    import numpy as np
+    from mxnet import autograd
+
+    from gluonface.config import load_config
+    from gluonface.dist import init_dist
+    from gluonface.engine.build import build_everything
+    cfg = load_config(args.config, overrides(args, rec, os.path.join(args.tmp, "unused")))
+    dist_ctx = init_dist(cfg.dist, cfg.train.devices)
+    parts = build_everything(cfg, dist_ctx, loader=False)
+    b, ctx = parts.schedule.batch_per_worker, dist_ctx.ctx[0]
+    rs = np.random.RandomState(0)
+    x = mx.nd.array(rs.uniform(0, 255, (b, 3, 112, 112)), ctx=ctx)
+    y = mx.nd.array(rs.randint(0, parts.num_classes, b), ctx=ctx)
+
+    def step():
+        with autograd.record():
+            loss = parts.loss_block(parts.net(x), y)
+        loss.backward()
+        for t in parts.trainers.values():
+            t.step(b)
+    for _ in range(10):       # same warm-up as the engine's excluded first log window
+        step()
+    mx.nd.waitall()
+    t0 = time.perf_counter()
+    for _ in range(args.steps - 10):
+        step()
+    mx.nd.waitall()
+    return (args.steps - 10) * b / (time.perf_counter() - t0)
+
+
+def phase_engine(args, rec, run_dir):
+    from gluonface.config import load_config
+    from gluonface.engine.runlog import read_metrics
+    from gluonface.engine.train import train
+    train(load_config(args.config, overrides(args, rec, run_dir)))
+    rows = [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if r["kind"] == "train"]
+    first, last = rows[0], rows[-1]
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        import yaml
+        batch = yaml.safe_load(f)["derived"]["global_batch"]
+    return (last["step"] - first["step"]) * batch / (last["time"] - first["time"])
+
+
+def child(args):
+    rec = os.path.join(args.tmp, "data", "train")
+    if args.phase == "bare":
+        value = phase_bare(args, rec)
+    else:
+        value = phase_engine(args, rec, os.path.join(args.tmp, f"run{args.index}"))
+    print(json.dumps({"img_per_s": value}))
+
+
+def run_child(args, phase, index):
+    cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--tmp", args.tmp, "--index", str(index),
+           "--config", args.config, "--steps", str(args.steps)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["img_per_s"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "tiny_synthetic.yaml"))
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--ids", type=int, default=40)
+    p.add_argument("--per-id", type=int, default=16)
+    p.add_argument("--out", default=os.path.join(HERE, "results", "engine.md"))
+    p.add_argument("--phase", choices=["bare", "engine"], help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.phase:
+        return child(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.tmp = tmp
+        make_rec(os.path.join(tmp, "data", "train"), args.ids, args.per_id)
+        bare, engine = [], []
+        for i in range(args.repeats):
+            bare.append(run_child(args, "bare", i))
+            engine.append(run_child(args, "engine", i))
+            print(f"repeat {i}: bare {bare[-1]:.1f} img/s, engine {engine[-1]:.1f} img/s", flush=True)
+    b, e = statistics.median(bare), statistics.median(engine)
+    overhead = 1.0 - e / b
+    print(f"bare {b:.1f} img/s, engine {e:.1f} img/s, ratio {e / b:.3f}, overhead {100 * overhead:.1f}%")
+    write_results(args, bare, engine, b, e, overhead)
+
+
+def write_results(args, bare, engine, b, e, overhead):
+    cmd = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')} .venv/bin/python bench/bench_engine.py " \
+          f"--steps {args.steps} --repeats {args.repeats}"
+    load = os.getloadavg()
+    lines = [
+        "## Training engine overhead (`bench/bench_engine.py`)", "",
+        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end (other jobs were running: figures are noisy).",
+        f"Config `{os.path.relpath(args.config, REPO)}` (model, batch, loss), {args.steps} steps per run, "
+        f"{args.repeats} alternating runs each, medians. Command: `{cmd}`", "",
+        "| run | images/s (each run) | median |", "|---|---|---|",
+        f"| bare step (same built parts, batch in memory) | {', '.join(f'{v:.1f}' for v in bare)} | {b:.1f} |",
+        f"| `gluonface train` (loader, hooks, logs) | {', '.join(f'{v:.1f}' for v in engine)} | {e:.1f} |", "",
+        f"Engine / bare = **{e / b:.3f}** (overhead {100 * overhead:.1f} %; target ≤ 5 %).", ""]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
