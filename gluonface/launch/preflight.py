@@ -80,8 +80,10 @@ def check_file_on_hosts(path, hosts, starter, what="training data"):
 def check_versions_match(hosts, starter, python):
     """mxnet/gluonface/horovod versions are the same on every remote host as here."""
     probe = ("import importlib.metadata as m\n"
-             "print(*[m.version(p) if p != 'horovod' or __import__('importlib').util.find_spec(p) else '-'"
-             " for p in ('mxnet', 'gluonface', 'horovod')])")
+             "def v(p):\n"
+             "    try:\n        return m.version(p)\n"
+             "    except m.PackageNotFoundError:\n        return '-'\n"
+             "print(v('mxnet'), v('gluonface'), v('horovod'))\n")
     local = None
     for host in hosts:
         out = _run(starter.remote_check(host, [python, "-c", probe]), capture=True)

@@ -68,3 +68,12 @@ def test_cli_reports_errors_without_traceback(tmp_path):
                            "--engine", "horovod", "--workers", "2"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: training data") and "Traceback" not in proc.stderr
+
+
+def test_versions_probe_runs_on_each_host():
+    from gluonface.launch.hostfile import Host
+    from gluonface.launch.preflight import check_versions_match
+    from gluonface.launch.starters import LocalStarter
+    check_versions_match([Host("127.0.0.1"), Host("localhost")], LocalStarter(), sys.executable)
+    with pytest.raises(GluonFaceError, match="cannot run"):
+        check_versions_match([Host("127.0.0.1")], LocalStarter(), "/nonexistent/python")
