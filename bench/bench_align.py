@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import os
 import platform
-import sys
 import time
 
 import cv2
@@ -106,6 +105,7 @@ def bench_speed(repeats):
                ("per-level P-Net, hybridized", dict(pack_pyramid=False)),
                ("per-level, imperative", dict(pack_pyramid=False, hybridize=False)),
                ("baseline: per-level, imperative, Pooling operator", dict(pack_pyramid=False, hybridize=False))]
+    estimates = []
     for min_face in (40, 20):
         dets = [(name, MTCNNDetector(min_face=min_face, **kw)) for name, kw in configs]
         # interleave the variants so that machine load hits all of them alike
@@ -115,11 +115,18 @@ def bench_speed(repeats):
                 with baseline_pooling(name.endswith("Pooling operator")):
                     results[name].append(time_detector(det, images, max(1, repeats // 3)))
         base = np.median([w for w, _ in results[configs[-1][0]]])
+        cpu_default = np.median([c for _, c in results[configs[0][0]]])
+        estimates.append((min_face, cpu_default))
         for name, _ in dets:
             wall = np.median([w for w, _ in results[name]])
             cpu = np.median([c for _, c in results[name]])
             emit(f"| {min_face} | {name} | {1 / wall:.1f} | {wall * 1e3:.1f} | {cpu * 1e3:.1f} | "
                   f"{base / wall:.2f}x |")
+    cores = os.cpu_count() or 1
+    for min_face, cpu in estimates:
+        emit(f"CPU-bound throughput of the default detector at min face {min_face}: {cores} cores / "
+             f"{cpu * 1e3:.1f} CPU ms = {cores / cpu:.1f} images/s (an estimate for an otherwise idle machine "
+             f"running one single-threaded worker per core; wall figures above include waiting for the CPU)")
 
 
 def bench_batch(count):
