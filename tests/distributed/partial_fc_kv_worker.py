@@ -3,7 +3,7 @@
 
 Scenarios, each writing ``OUT_DIR/<name>-rank<r>.npz`` (same batches as the Horovod worker):
 ``equiv-arcface`` / ``equiv-cosface`` (sample_rate=1), ``resume-straight`` / ``resume-resumed``
-(sample_rate=0.5) and ``sampling`` (sample_rate=0.1, C=400: memory and learning).
+(sample_rate=0.5), ``sampling`` (sample_rate=0.1, C=400: learning) and ``memory`` (C=800 000).
 """
 import os
 import sys
@@ -59,9 +59,36 @@ def full_matrix(cls, ckpt, trainer):
     return nd.load(os.path.join(ckpt, "classifier.params"))["weight"].asnumpy()
 
 
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def memory(dist_ctx, out):
+    """C = 800 000, E = 64 (a 195 MB matrix), 800 rows per step: resident memory growth of each worker."""
+    loss = types.SimpleNamespace(s=16.0, m1=1.0, m2=0.0, m3=0.3, easy_margin=False, sub_centers=1,
+                                 sample_rate=0.001)
+    dist_ctx.handle.optimizer_owner = None
+    rng = np.random.default_rng(dist_ctx.rank)
+    data = [(nd.array(rng.normal(size=(8, 64))), nd.array(rng.integers(0, 800000, 8))) for _ in range(4)]
+    nd.waitall()
+    before = rss_mb()
+    cls = build_partial_fc(loss, 800000, 64, dist_ctx, seed=1)
+    trainer = cls.make_trainer("sgd", OPT)
+    for x, y in data:
+        with autograd.record():
+            loss_value = cls(x, y)
+        loss_value.backward()
+        trainer.step(8)
+    nd.waitall()
+    np.savez(os.path.join(out, f"memory-rank{dist_ctx.rank}.npz"), growth_mb=rss_mb() - before,
+             matrix_mb=800000 * 64 * 4 / 2 ** 20, pulled=cls.pulled.shape[0])
+
+
 def main(out):
     dist_ctx = init_dist(types.SimpleNamespace(engine="kvstore", kvstore="dist_sync"))
     rank = dist_ctx.rank
+    memory(dist_ctx, out)
     margins = {"arcface": (16.0, 1.0, 0.5, 0.0), "cosface": (16.0, 1.0, 0.0, 0.4)}
     for name, (s, m1, m2, m3) in margins.items():
         loss = types.SimpleNamespace(s=s, m1=m1, m2=m2, m3=m3, easy_margin=False, sub_centers=1, sample_rate=1.0)

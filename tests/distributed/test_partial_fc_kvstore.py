@@ -66,3 +66,11 @@ def test_workers_hold_only_pulled_rows_and_loss_falls_with_sampling(job):
         assert int(r["params"]) == 0                  # no Parameter of C rows on the worker
         losses = r["losses"].reshape(40, 8).mean(axis=1)
         assert losses[-5:].mean() < 0.6 * losses[:5].mean()
+
+
+def test_worker_memory_follows_rows_pulled_not_classes(job):
+    # rank 1 never holds the matrix (rank 0 builds it once to initialise the servers); its resident memory
+    # grows by a fixed ~16 MB (ps-lite, engine threads) whatever C is, far below the 195 MB matrix
+    rank1 = dict(np.load(os.path.join(job, "memory-rank1.npz")))
+    assert int(rank1["pulled"]) == 800
+    assert float(rank1["growth_mb"]) < 0.2 * float(rank1["matrix_mb"])
