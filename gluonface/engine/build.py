@@ -63,8 +63,9 @@ def make_optimizer(optim_cfg, schedule):
     return "adamw", params
 
 
-def build_backbone(model_cfg, ctx, seed):
-    """The backbone, seeded and initialised on ``ctx`` (shapes still deferred until the first forward).
+def build_backbone(model_cfg, ctx, seed, image_size=(112, 112)):
+    """The backbone, seeded and fully initialised on ``ctx`` (one forward of zeros finishes deferred shapes,
+    so the initial weights depend only on ``seed``).
 
     Xavier-gaussian (factor 'out', magnitude 2) as insightface initialises its MXNet backbones.
     """
@@ -74,7 +75,16 @@ def build_backbone(model_cfg, ctx, seed):
     net = get_model(m.name, embedding_size=m.embedding_size, head=m.head, dropout=m.dropout,
                     input_norm=m.input_norm)
     net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2), ctx=ctx)
+    net(mx.nd.zeros((1, 3) + tuple(image_size), ctx=ctx[0]))
     return net
+
+
+def exempt_from_weight_decay(block):
+    """Set ``wd_mult = 0`` on BatchNorm gamma/beta and biases of ``block``; returns their names."""
+    names = [n for n in block.collect_params() if n.endswith(_NO_WD_SUFFIXES)]
+    for n in names:
+        block.collect_params()[n].wd_mult = 0.0
+    return names
 
 
 def seed_everything(seed):
@@ -92,20 +102,18 @@ def build_everything(cfg, dist_ctx, loader=True):
     sched = resolve_schedule(cfg.optim, cfg.train, cfg.data.batch_size, len(dataset), len(ctx),
                              dist_ctx.num_workers)
     amp = AmpPolicy.create(cfg.train.amp, ctx, say=print if dist_ctx.is_main else (lambda *_: None))
-    net = build_backbone(cfg.model, ctx, cfg.train.seed)
+    h, w = dataset.image_size
+    net = build_backbone(cfg.model, ctx, cfg.train.seed, (h, w))
     loss_block = build_loss(cfg, dataset.num_classes, dist_ctx)
     sharded = bool(getattr(loss_block, "sharded", False))
     if not sharded:
         loss_block.initialize(ctx=ctx)
-    h, w = dataset.image_size
     # finish deferred shapes now: the dist engines broadcast rank 0's weights when the trainer is built
     emb = net(mx.nd.zeros((1, 3, h, w), ctx=ctx[0]))
     if not sharded:
         loss_block(emb, mx.nd.zeros((1,), ctx=ctx[0]))
     if cfg.optim.no_wd_bn_bias:
-        for name, p in net.collect_params().items():
-            if name.endswith(_NO_WD_SUFFIXES):
-                p.wd_mult = 0.0
+        exempt_from_weight_decay(net)
     net = amp.convert(net, ctx) if amp is not None else net
     if cfg.train.hybridize:
         net.hybridize(static_alloc=True, static_shape=True)

@@ -1,0 +1,132 @@
+"""The step loop with a fake loader (tests only): epochs, resume offsets, hook order, logs and curves."""
+import json
+import os
+import types
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon
+
+from gluonface.dist import DistContext
+from gluonface.engine.hooks import LogHook
+from gluonface.engine.loop import Hook, TrainLoop
+from gluonface.engine.runlog import RunLogger, plot_curves, read_metrics
+from gluonface.engine.schedule import Schedule
+from gluonface.errors import GluonFaceError
+
+LOCAL = DistContext(engine="local", ctx=[mx.cpu()])
+
+
+class FakeLoader:
+    """Deterministic batches; records which epochs and offsets the loop asked for."""
+
+    def __init__(self, steps_per_epoch, batch=4, short_epoch=None):
+        self.steps_per_epoch, self.batch, self.short_epoch = steps_per_epoch, batch, short_epoch
+        self.calls = []
+        self.epoch = 0
+
+    def set_epoch(self, e):
+        self.epoch = e
+
+    def iter_from(self, step):
+        self.calls.append((self.epoch, step))
+        end = self.steps_per_epoch - (1 if self.epoch == self.short_epoch else 0)
+        for s in range(step, end):
+            rs = np.random.RandomState(self.epoch * 1000 + s)
+            yield rs.rand(self.batch, 3).astype(np.float32), rs.randint(0, 5, self.batch).astype(np.float32)
+
+
+class Recorder(Hook):
+    name = "rec"
+
+    def __init__(self):
+        self.events = []
+
+    def before_train(self, loop):
+        self.events.append(("before", loop.step))
+
+    def after_step(self, loop):
+        self.events.append(("step", loop.step, loop.epoch, loop.epoch_end))
+
+    def after_train(self, loop):
+        self.events.append(("after", loop.step))
+
+
+class SoftmaxLoss(gluon.HybridBlock):
+    def __init__(self):
+        super().__init__()
+        self.fc = gluon.nn.Dense(5, in_units=4)
+        self.ce = gluon.loss.SoftmaxCrossEntropyLoss()
+
+    def hybrid_forward(self, F, emb, label):
+        return self.ce(self.fc(emb), label)
+
+
+def make_loop(loader, hooks, spe):
+    net = gluon.nn.Dense(4, in_units=3)
+    loss = SoftmaxLoss()
+    net.initialize(ctx=mx.cpu())
+    loss.initialize(ctx=mx.cpu())
+    trainers = {"backbone": gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1}),
+                "classifier": gluon.Trainer(loss.collect_params(), "sgd", {"learning_rate": 0.1})}
+    sched = Schedule(num_images=spe * 4, num_devices=1, num_workers=1, batch_per_worker=4, global_batch=4,
+                     steps_per_epoch=spe, total_steps=100, stop_step=100, lr=0.1, warmup_steps=0, decay_steps=())
+    return TrainLoop(net, loss, trainers, loader, LOCAL, sched, hooks)
+
+
+def test_epochs_offsets_and_hook_order():
+    loader, rec = FakeLoader(3), Recorder()
+    loop = make_loop(loader, [rec], 3)
+    loop.run(start_step=4, stop_step=8)          # resume mid-epoch 1 (offset 1), stop mid-epoch 2
+    assert loader.calls == [(1, 1), (2, 0)]
+    assert rec.events == [("before", 4), ("step", 5, 1, False), ("step", 6, 1, True), ("step", 7, 2, False),
+                          ("step", 8, 2, False), ("after", 8)]
+
+
+def test_short_loader_is_an_error():
+    loop = make_loop(FakeLoader(3, short_epoch=0), [], 3)
+    with pytest.raises(GluonFaceError, match="stopped early"):
+        loop.run(0, 6)
+
+
+def test_loader_schedule_mismatch_is_an_error():
+    with pytest.raises(GluonFaceError, match="steps per epoch"):
+        make_loop(FakeLoader(3), [], 4)
+
+
+def test_log_hook_metrics_and_curves(tmp_path):
+    logger = RunLogger(str(tmp_path), tensorboard=True)
+    loop = make_loop(FakeLoader(5), [LogHook(logger, every=2, progress_bar=False, dist_ctx=LOCAL)], 5)
+    loop.run(0, 5)
+    logger.record("verify", 5, {"set": "lfw", "accuracy": 0.9, "accuracy_std": 0.01, "threshold": 0.3})
+    logger.close()
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [2, 4, 5]
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 and r["lr"] == pytest.approx(0.1) and r["img_per_s"] > 0
+               for r in train)
+    log = (tmp_path / "train.log").read_text()
+    assert "step 4/5" in log and "loss" in log and "img/s" in log and "eta" in log
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 6, "lo')    # torn line of a killed run
+    assert len(read_metrics(str(tmp_path / "metrics.jsonl"))) == len(rows)
+    out = plot_curves(str(tmp_path / "metrics.jsonl"), str(tmp_path / "curves.png"))
+    assert out and (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_logged_loss_is_the_window_mean(tmp_path):
+    """The loss logged at step k is the mean per-sample loss over the steps since the previous log line."""
+    logger = RunLogger(str(tmp_path), tensorboard=False)
+    seen = []
+
+    class Spy(Hook):
+        def after_step(self, loop):
+            seen.append(np.concatenate([l.asnumpy() for l in loop.last_losses]).mean())
+    loop = make_loop(FakeLoader(4), [Spy(), LogHook(logger, every=2, progress_bar=False, dist_ctx=LOCAL)], 4)
+    loop.run(0, 4)
+    logger.close()
+    train = [r for r in read_metrics(str(tmp_path / "metrics.jsonl")) if r["kind"] == "train"]
+    assert train[0]["loss"] == pytest.approx(np.mean(seen[:2]), rel=1e-5)
+    assert train[1]["loss"] == pytest.approx(np.mean(seen[2:]), rel=1e-5)
