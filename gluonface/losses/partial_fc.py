@@ -7,21 +7,24 @@
 * ``kvstore``: ``PartialFCKVStore``, the centre matrix on the parameter servers as a row-sparse key,
   each worker pulling only the rows its batch needs (its classes plus sampled negatives).
 
-Both blocks share one contract, so the engine loop does not branch on them::
+Both blocks share one contract, so the engine loop does not branch on them (``engine/build.py`` and
+``engine/checkpoint.py`` follow it)::
 
     cls = build_partial_fc(cfg.loss, num_classes, embedding_size, dist_ctx, seed=cfg.train.seed)
     trainer = cls.make_trainer('sgd', {'learning_rate': ..., 'momentum': ..., 'wd': ...,
-                                       'lr_scheduler': ...}, batch_size=worker_batch)
+                                       'lr_scheduler': ...})      # already initialised: no initialize()
     with autograd.record():
         loss = cls(net(x), label)         # (n,) per-sample loss of this worker's samples
     loss.backward()
     backbone_trainer.step(n); trainer.step(n)   # the same per-worker batch for both
     cls.save_checkpoint(ckpt_dir, trainer)      # on EVERY rank (each writes its own files)
-    cls.load_checkpoint(ckpt_dir, trainer)      # on every rank, after make_trainer
+    cls.load_checkpoint(ckpt_dir, trainer)      # on every rank, after make_trainer, before training
 
-Both have ``sharded = True`` (never put them in the backbone's trainer, never broadcast them) and
-``checkpoint_files()`` (the names this rank writes). With ``sample_rate = 1`` both equal the full margin
-softmax of a single process on the global batch.
+Both have ``sharded = True`` (never put them in the backbone's trainer, never broadcast or hybridize
+them) and ``checkpoint_files()`` (the names this rank writes). With ``sample_rate = 1`` both equal the
+full margin softmax of a single process on the global batch. Limits: one device per worker,
+``sub_centers = 1``; on parameter servers SGD only, ``dist.update_on_kvstore = false`` (the servers'
+single updater is Partial FC's, summing every other key) and no fp16 loss scaling.
 """
 import mxnet as mx
 
