@@ -31,12 +31,12 @@ def decode_rgb(data):
     buf = np.frombuffer(data, dtype=np.uint8)
     if not buf.size:
         raise UnreadableImage("empty file")
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if image is None:
+    # IMREAD_COLOR (not UNCHANGED): honours the EXIF orientation of phone photos, as cv2.imread does,
+    # so points from other tools refer to the same pixels; ANYDEPTH keeps 16-bit data for to_rgb.
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if image is None or image.size == 0:
         raise UnreadableImage("not a decodable image (OpenCV could not read it)")
-    if image.ndim == 3 and image.shape[2] >= 3:  # OpenCV decodes to BGR(A)
-        image = image[:, :, [2, 1, 0] + ([3] if image.shape[2] == 4 else [])]
-    return to_rgb(image)
+    return to_rgb(image[:, :, ::-1])  # BGR -> RGB
 
 
 def read_rgb(path):

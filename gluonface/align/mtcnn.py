@@ -97,11 +97,12 @@ class MTCNNDetector:
         self.pack_pyramid = bool(pack_pyramid)
         self.pnet, self.rnet, self.onet = load_mtcnn_nets(self.ctx, weights_dir, hybridize=hybridize)
 
-    def detect(self, image):
-        """Find every face.
+    def detect(self, image, largest_only=False):
+        """Find every face (or only the largest).
 
         Args:
             image: ``(H, W, 3) uint8`` RGB (grayscale ``(H, W)`` / ``(H, W, 1)`` and RGBA are converted).
+            largest_only: return at most one face, the one with the biggest box.
         Returns:
             list of :class:`Face`, highest score first (empty when there is none).
         """
@@ -123,8 +124,9 @@ class MTCNNDetector:
         boxes, scores, points = self._output(norm, boxes)
         boxes = boxes / np.tile(scale, 2)  # box edges scale as they are
         points = (points + 0.5) / scale - 0.5  # points are pixel centres
-        return [Face(box=b.astype(np.float32), score=float(s), points=p.astype(np.float32))
-                for b, s, p in zip(boxes, scores, points)]
+        faces = [Face(box=b.astype(np.float32), score=float(s), points=p.astype(np.float32))
+                 for b, s, p in zip(boxes, scores, points)]
+        return [max(faces, key=lambda f: f.size)] if largest_only and faces else faces
 
     def _run(self, net, batch):
         outs = net(mx.nd.array(batch, ctx=self.ctx))

@@ -119,6 +119,8 @@ def test_no_face_tiny_and_several(detector, astronaut):
     central = align_image(canvas, detector=detector, select="central")
     assert largest.status == central.status == MULTIPLE and "2 faces" in largest.reason
     assert largest.points[:, 0].mean() < 150 < central.points[:, 0].mean()
+    only = detector.detect(canvas, largest_only=True)
+    assert len(only) == 1 and np.allclose(only[0].points, largest.points)
 
 
 def test_pack_levels_even_disjoint_inside():

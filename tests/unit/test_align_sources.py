@@ -78,3 +78,15 @@ def test_choose_face_rules():
     assert choose_face(faces, shape, bbox=(0, 250, 10, 260)) == -1  # nothing overlaps the given box
     with pytest.raises(ValueError):
         choose_face(faces, shape, "random")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = read_rgb(str(tmp_path / "phone.jpg"))
+    assert shown.shape == (40, 20, 3)  # displayed upright, as cv2.imread and photo viewers show it
+    assert shown[5, 10].mean() > 200 and shown[35, 10].mean() < 50  # white half now on top
