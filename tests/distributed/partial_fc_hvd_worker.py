@@ -6,6 +6,7 @@ Scenarios, each writing ``OUT_DIR/<name>-rank<r>.npz``:
 * ``resume``: sample_rate=0.5, 4 straight steps vs 2 steps + save_checkpoint + fresh objects +
   load_checkpoint + 2 steps.
 * ``sampling``: sample_rate=0.3 on separable synthetic identities; losses and a positives check.
+* ``uneven``: 3 and 5 samples on the two ranks, one forward/backward: losses and gradients.
 """
 import os
 import sys
@@ -70,9 +71,26 @@ def save(out, name, rank, parts, **extra):
              W=cls.weight.data().asnumpy(), start=cls.start, **extra)
 
 
+def uneven(dist_ctx, out):
+    """Ranks with 3 and 5 samples: one forward/backward, no trainer (gradient convention check)."""
+    loss = types.SimpleNamespace(s=16.0, m1=1.0, m2=0.5, m3=0.0, easy_margin=False, sub_centers=1,
+                                 sample_rate=1.0)
+    cls = build_partial_fc(loss, 10, E, dist_ctx, seed=3)
+    x, y = global_batches(9, 1, 8, 10)
+    mine = slice(0, 3) if dist_ctx.rank == 0 else slice(3, 8)
+    emb = nd.array(np.pad(x[0, mine], ((0, 0), (0, E - D))))      # used directly as embeddings
+    emb.attach_grad()
+    with autograd.record():
+        value = cls(emb, nd.array(y[0, mine]))
+    value.backward()
+    np.savez(os.path.join(out, f"uneven-rank{dist_ctx.rank}.npz"), loss=value.asnumpy(),
+             emb_grad=emb.grad.asnumpy(), W_grad=cls.weight.grad().asnumpy())
+
+
 def main(out):
     dist_ctx = init_dist(types.SimpleNamespace(engine="horovod"))
     rank = dist_ctx.rank
+    uneven(dist_ctx, out)
     margins = {"arcface": (16.0, 1.0, 0.5, 0.0), "cosface": (16.0, 1.0, 0.0, 0.4)}
     for name, (s, m1, m2, m3) in margins.items():
         loss = types.SimpleNamespace(name=name, s=s, m1=m1, m2=m2, m3=m3, easy_margin=False, sub_centers=1,

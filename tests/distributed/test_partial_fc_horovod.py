@@ -68,3 +68,15 @@ def test_sampling_keeps_positives_and_loss_falls(job):
         assert int(r["num_rows"]) < int(r["num_local"])        # it really sampled
         losses = r["losses"].reshape(40, 8).mean(axis=1)
         assert losses[-5:].mean() < 0.6 * losses[:5].mean()
+
+
+def test_uneven_batches_give_exact_losses_and_gradients(job):
+    """Losses and feature gradients are those of the full softmax; each centre gradient is 1/W of it
+    (the convention that matches DistributedTrainer's averaging of the backbone)."""
+    ranks = _ranks(job, "uneven")
+    x, y = global_batches(9, 1, 8, 10)
+    emb = np.pad(x[0], ((0, 0), (0, E - x.shape[2])))
+    loss, d_emb, d_w = ref.loss_and_grads(emb, init_rows(3, 0, 10, E), y[0], 16.0, 1.0, 0.5, 0.0)
+    np.testing.assert_allclose(np.concatenate([r["loss"] for r in ranks]), loss, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([r["emb_grad"] for r in ranks]), d_emb, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(np.concatenate([r["W_grad"] for r in ranks]), d_w / 2, rtol=1e-3, atol=1e-4)
