@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -84,9 +84,9 @@ def _process(job):
                                       detector=_detector() if points is None else None,
                                       select=opts.select, bbox=job.bbox)
     except GluonFaceError:
-        raise
+        raise  # a setup mistake (e.g. missing weights) stops the run with its fix
     except Exception as exc:  # noqa: BLE001 - one odd image must not stop a batch of millions
-        return job.rel, "error", f"{type(exc).__name__}: {exc}"
+        return job.rel, pipeline.ERROR, f"{type(exc).__name__}: {exc}"
     if result.aligned:
         out = os.path.join(opts.dst, *job.rel.split("/"))
         os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -174,8 +174,7 @@ def align_tree(src, dst, *, landmarks=None, lst=None, size=112, select="largest"
                 if bar is not None:
                     bar.update(1)
     else:
-        saved = dict(_STATE)
-        _init_worker(AlignOptions(**{**options.__dict__, "omp_threads": 0}))
+        _init_worker(replace(options, omp_threads=0))  # this process keeps its own thread settings
         try:
             for job in todo:
                 results.append(_process(job))
@@ -183,7 +182,6 @@ def align_tree(src, dst, *, landmarks=None, lst=None, size=112, select="largest"
                     bar.update(1)
         finally:
             _STATE.clear()
-            _STATE.update(saved)
     if bar is not None:
         bar.close()
     return _finish(results, options, time.perf_counter() - start)

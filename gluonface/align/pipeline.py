@@ -11,9 +11,10 @@ from gluonface.align.transform import align_face, check_points
 
 SELECT_MODES = ("largest", "central")
 
-# Statuses. 'ok' and 'multiple' produce a crop; the others do not.
-OK, MULTIPLE, NO_FACE, TOO_SMALL, BAD_POINTS, UNREADABLE, NO_LANDMARKS = (
-    "ok", "multiple", "no_face", "too_small", "bad_points", "unreadable", "no_landmarks")
+# Statuses. 'ok' and 'multiple' produce a crop; the others do not ('error': an unexpected exception on
+# one image, reported with its message by the batch runner).
+OK, MULTIPLE, NO_FACE, TOO_SMALL, BAD_POINTS, UNREADABLE, NO_LANDMARKS, ERROR = (
+    "ok", "multiple", "no_face", "too_small", "bad_points", "unreadable", "no_landmarks", "error")
 
 
 @dataclass

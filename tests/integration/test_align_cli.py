@@ -169,3 +169,28 @@ def test_cli_user_errors(photo_tree, tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     proc = gluonface("align", str(photo_tree), str(tmp_path / "y"), "--min-face", "5")
     assert proc.returncode == 2 and "12" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unexpected_error_on_one_image_is_reported_not_fatal(tmp_path, monkeypatch):
+    from gluonface.align import batch, pipeline
+    src = tmp_path / "src"
+    pts = {}
+    for name in ("a/0.png", "a/1.png"):
+        pose = cv2.getRotationMatrix2D((56, 56), 0, 2.0)
+        pts[name] = transform_points(pose, ARCFACE_112)
+        save(src / name, render_blobs(pts[name], (260, 260), 3.0))
+    write_landmarks(str(tmp_path / "lm.tsv"), pts)
+    real = pipeline.align_image
+
+    calls = []
+
+    def flaky(image, **kw):  # in-process jobs run in path order: the second one (a/1.png) fails
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated decoder bug")
+        return real(image, **kw)
+    monkeypatch.setattr(batch.pipeline, "align_image", flaky)
+    summary = align_tree(str(src), str(tmp_path / "out"), landmarks=str(tmp_path / "lm.tsv"), progress=False)
+    assert summary.written == 1 and summary.counts["error"] == 1
+    assert read_report(tmp_path / "out" / "align_report.tsv")["a/1.png"] == ["error",
+                                                                              "RuntimeError: simulated decoder bug"]
