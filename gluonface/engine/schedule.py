@@ -94,4 +94,6 @@ def make_lr_scheduler(optim, schedule, lr=None):
         main = LRScheduler(optim.schedule, base_lr=peak, target_lr=optim.final_lr, niters=main_iters,
                            power=optim.poly_power)
     parts.append(main)
-    return LRSequential(parts)
+    seq = LRSequential(parts)
+    seq.base_lr = peak      # what MXNet's Optimizer compares with learning_rate (else it warns)
+    return seq

@@ -1,5 +1,6 @@
 """`gluonface train` end to end on tiny recs: exact resume after SIGKILL, bf16 AMP, a headerless rec,
 `--resume auto` without a checkpoint, refusing to overwrite a run, config errors from the CLI."""
+import json
 import os
 import signal
 import subprocess
@@ -179,3 +180,22 @@ def test_cli_config_errors_exit_2(tmp_path):
     ok.write_text(f"base: {BASE}\ndata:\n  rec: {tmp_path / 'nope' / 'train'}\n")
     r = gluonface("train", str(ok))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_two_devices_in_one_process_split_the_batch(tmp_path, capsys):
+    """devices=cpu:2: each step splits the worker batch over two contexts (BatchNorm statistics are then
+    per slice, so the trajectory is not the single-device one) and the run trains and checkpoints."""
+    import mxnet as mx
+    from gluonface.engine.checkpoint import load_backbone
+    from gluonface.engine.train import train_config
+    rec = make_rec(str(tmp_path / "data" / "train"))
+    cfg = write_config(tmp_path, rec, train={"max_steps": 3, "checkpoint_at_epoch_end": False})
+    two = train_config(cfg, ["train.devices=cpu:2", f"train.run_dir={tmp_path / 'two'}", "data.batch_size=4"])
+    assert two["schedule"]["global_batch"] == 8 and two["schedule"]["num_devices"] == 2
+    out = capsys.readouterr()
+    assert "overwritten" not in out.out + out.err
+    net, _ = load_backbone(str(tmp_path / "two"), "latest")
+    rows = [json.loads(l) for l in open(tmp_path / "two" / "metrics.jsonl")]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [2, 3]
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert net(mx.nd.zeros((1, 3, 112, 112))).shape == (1, 32)
