@@ -14,7 +14,9 @@ import time
 class RunLogger:
     """Text log + ``metrics.jsonl`` + TensorBoard writer for one run directory."""
 
-    def __init__(self, run_dir, tensorboard=True):
+    def __init__(self, run_dir, tensorboard=True, resume_step=None):
+        """``resume_step``: None for a fresh run (earlier metrics are discarded), else the checkpoint step a
+        resumed run starts from (records after it, logged by the interrupted run, are dropped)."""
         self.run_dir = run_dir
         os.makedirs(run_dir, exist_ok=True)
         self.log = logging.getLogger(f"gluonface.train.{os.path.abspath(run_dir)}")
@@ -24,11 +26,20 @@ class RunLogger:
         self._file_handler = logging.FileHandler(os.path.join(run_dir, "train.log"), encoding="utf-8")
         self._file_handler.setFormatter(fmt)
         self.log.addHandler(self._file_handler)
-        self._metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        path = os.path.join(run_dir, "metrics.jsonl")
+        keep = [r for r in read_metrics(path) if r["step"] <= resume_step] \
+            if resume_step is not None and os.path.isfile(path) else []
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in keep)
+        os.replace(tmp, path)
+        self._metrics = open(path, "a", encoding="utf-8")
         self.tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"), flush_secs=30)
+            # purge_step: TensorBoard hides what an interrupted run logged after the checkpoint
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"), flush_secs=30,
+                                    purge_step=None if resume_step is None else resume_step + 1)
         self.console = None     # set by the progress bar so lines do not break it
 
     def info(self, message):

@@ -101,7 +101,7 @@ def train(cfg, resume=None):
     if main:
         os.makedirs(run_dir, exist_ok=True)
         save_config(cfg, os.path.join(run_dir, "config.yaml"), derived=sched.as_dict())
-        logger = RunLogger(run_dir)
+        logger = RunLogger(run_dir, resume_step=ck.read_state(ckpt_dir)["step"] if ckpt_dir else None)
         logger.info("resolved config:\n" + yaml.safe_dump(dict(cfg.to_dict(), derived=sched.as_dict()),
                                                           sort_keys=False, default_flow_style=None))
         logger.info(f"engine {dist_ctx.engine}: {dist_ctx.num_workers} worker(s) × {len(dist_ctx.ctx)} "

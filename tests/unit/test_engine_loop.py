@@ -130,3 +130,17 @@ def test_logged_loss_is_the_window_mean(tmp_path):
     train = [r for r in read_metrics(str(tmp_path / "metrics.jsonl")) if r["kind"] == "train"]
     assert train[0]["loss"] == pytest.approx(np.mean(seen[:2]), rel=1e-5)
     assert train[1]["loss"] == pytest.approx(np.mean(seen[2:]), rel=1e-5)
+
+
+def test_resumed_logger_drops_records_after_the_checkpoint(tmp_path):
+    logger = RunLogger(str(tmp_path), tensorboard=False)
+    for step in (10, 20, 30):
+        logger.record("train", step, {"loss": 1.0, "lr": 0.1})
+    logger.close()
+    logger = RunLogger(str(tmp_path), tensorboard=False, resume_step=20)   # killed after 30, resumed from 20
+    logger.record("train", 30, {"loss": 0.5, "lr": 0.1})
+    logger.close()
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+    assert [(r["step"], r["loss"]) for r in rows] == [(10, 1.0), (20, 1.0), (30, 0.5)]
+    RunLogger(str(tmp_path), tensorboard=False).close()                     # a fresh run starts empty
+    assert read_metrics(str(tmp_path / "metrics.jsonl")) == []
