@@ -87,7 +87,7 @@ def _alive(pid):
 
 @pytest.mark.parametrize("engine", ["kvstore", "horovod"])
 def test_sigkill_worker_then_resume(tmp_path, data, engine):
-    cfg = _config(tmp_path, data, steps=120, every=5)
+    cfg = _config(tmp_path, data, steps=40, every=5)
     run_dir, logs = str(tmp_path / "run"), str(tmp_path / "logs")
     proc = subprocess.Popen(_launch_argv(cfg, engine, run_dir, "--log-dir", logs), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -111,11 +111,11 @@ def test_sigkill_worker_then_resume(tmp_path, data, engine):
     net, info = load_backbone(run_dir, "latest")
     with open(os.path.join(run_dir, "checkpoints", open(latest).read().strip(), "state.json")) as f:
         stopped_at = json.load(f)["step"]
-    assert 0 < stopped_at < 120 and stopped_at % 5 == 0
+    assert 0 < stopped_at < 40 and stopped_at % 5 == 0
 
     done = subprocess.run(_launch_argv(cfg, engine, run_dir, "--resume", "auto"), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from" in done.stderr + done.stdout
     with open(os.path.join(run_dir, "checkpoints", open(latest).read().strip(), "state.json")) as f:
-        assert json.load(f)["step"] == 120
+        assert json.load(f)["step"] == 40

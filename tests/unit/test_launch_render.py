@@ -65,3 +65,14 @@ def test_k8s_contract():
 
 def test_slurm_role_mapping():
     assert [role_for_task(i, 2) for i in range(5)] == ["scheduler", "server", "server", "worker", "worker"]
+
+
+def test_slurm_role_execs_the_worker_with_its_role():
+    import subprocess
+    import sys
+    env = dict(os.environ, SLURM_PROCID="3", SLURM_LOCALID="1", DMLC_NUM_SERVER="2")
+    code = "import os; print(os.environ['DMLC_ROLE'], os.environ['GLUONFACE_LOCAL_RANK'], bool(os.environ['DMLC_NODE_HOST']))"
+    out = subprocess.run([sys.executable, "-m", "gluonface.launch.slurm_role", "--", sys.executable, "-c", code],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["worker", "1", "True"]
