@@ -144,7 +144,7 @@ def report(results, args, command):
     lines = ["# Partial FC: classifier memory per worker and step time", "",
              f"Machine: {platform.node()}, {os.cpu_count()} CPU cores, {platform.platform()}; "
              f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at start "
-             f"{args.load:.1f} (other helpers were running: absolute times are noisy, ratios less so).",
+             f"{args.load:.1f} on 2 cores (other helpers were running: absolute times are noisy, ratios less so).",
              f"Command: `{command}`", "",
              f"E = {E}, per-worker batch b = {b}, fp32, CPU, ArcFace margin, SGD momentum 0.9. Classifier "
              "only (random embeddings). `steady`/`peak` = RSS growth of the worst worker (MB); ratios are "
@@ -162,24 +162,30 @@ def report(results, args, command):
     rate_flops = [model_flops(r["run"], r["C"], r["W"], r["rate"], E, b) / r["step_s"] for r in results
                   if r["C"] == biggest and r["run"] != "ps"]
     speed = sorted(rate_flops)[len(rate_flops) // 2]
-    lines += ["", f"## Computed (E = 512, b = 128 per worker, fp32; the model of `model_mb`, and step time = "
-              f"GEMM multiply-adds / {speed / 1e9:.2f} G/s, the median dense/Horovod rate measured above at the "
-              "largest C; parameter-server transfer time is not modelled)", "",
-              "| engine | C | sample rate | W | classifier GB per worker | step s (this CPU) |",
-              "|---|---|---|---|---|---|"]
-    for C in (10 ** 5, 10 ** 6, 10 ** 7, 10 ** 8):
-        for W in (1, 2, 8, 64):
-            for run, rate in (("dense", 1.0), ("hvd", 1.0), ("hvd", 0.1), ("ps", 0.1)):
-                if run == "dense" and W > 1:
-                    continue
-                gb = model_mb(run, C, W, rate, 512, 128) / 1024
-                t = model_flops(run, C, W, rate, 512, 128) / speed
-                lines.append(f"| {run} | {C:.0e} | {rate} | {W} | {gb:.2f} | {t:.2f} |")
-    lines += ["", "Reading: Horovod Partial FC divides the centres (and their momentum) by W and computes "
-              "(N, C/W) logits, so per-worker memory falls as 1/W; the parameter-server variant keeps the "
-              "centres on the servers but every worker pulls rate·C rows per step, so its worker memory and "
-              "traffic are independent of W: it fits when rate·C·E fits a worker (e.g. 10^7 ids at rate 0.01), "
-              "not 10^8 ids at rate 0.1.", ""]
+    sizes = (10 ** 5, 10 ** 6, 10 ** 7, 10 ** 8)
+    rows = [(run, rate, W) for W in (1, 2, 8, 64) for run, rate in
+            (("dense", 1.0), ("hvd", 1.0), ("hvd", 0.1), ("ps", 0.1))]
+    for title, value in (("classifier GB per worker", lambda run, C, W, rate: model_mb(run, C, W, rate, 512, 128)
+                          / 1024),
+                         ("step s on this CPU", lambda run, C, W, rate: model_flops(run, C, W, rate, 512, 128)
+                          / speed)):
+        lines += ["", f"## Computed: {title} (E = 512, b = 128 per worker, fp32, model of `model_mb`; step time "
+                  f"= GEMM multiply-adds / {speed / 1e9:.2f} G/s, the median dense/Horovod rate measured above "
+                  "at the largest C, so only ratios carry over; PS transfer time not modelled; dense = one "
+                  "process on the global batch b·W)", "",
+                  "| engine | sample rate | W | " + " | ".join(f"C = {C:.0e}" for C in sizes) + " |",
+                  "|---|---|---|" + "---|" * len(sizes)]
+        for run, rate, W in rows:
+            lines.append(f"| {run} | {rate} | {W} | "
+                         + " | ".join(f"{value(run, C, W, rate):.3g}" for C in sizes) + " |")
+    lines += ["", "Reading. Horovod Partial FC keeps ceil(C/W) centres with their gradient and momentum per "
+              "worker and computes (N, C/W) logits for the global batch N = b·W: the state falls as 1/W, the "
+              "logit work per worker stays b·C (weak scaling), and sampling multiplies both logits and GEMMs "
+              "by rate. On parameter servers the workers hold only the rate·C rows they pull, but every worker "
+              "pulls and pushes them each step, so worker memory and traffic do not fall with W: it suits "
+              "rate·C·E that fits a worker and a network (10^7 ids at rate 0.01), not 10^8 ids at rate 0.1, "
+              "where the Horovod variant is the one to use. The servers hold centres and momentum, 2·C·E·4 "
+              "bytes split over S servers (410 GB at C = 10^8, E = 512).", ""]
     return "\n".join(lines)
 
 
@@ -195,18 +201,28 @@ def main():
     ap.add_argument("--emb", type=int, default=128)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--replot", help="rebuild the report from a previous run's printed results (log file)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "partial_fc.md"))
     args = ap.parse_args()
     if args.run:
         args.classes = int(float(args.classes))
         return run_one(args)
+    import ast
     import tempfile
     args.load = os.getloadavg()[0]
     command = "python bench/bench_partial_fc.py " + " ".join(sys.argv[1:])
     results = []
+    if args.replot:       # the measurements, load and command of the run that printed this log
+        import re
+        with open(args.replot) as f:
+            log = f.read().splitlines()
+        results = [ast.literal_eval(line) for line in log if line.startswith("{'run'")]
+        args.load = float(next(re.search(r"load average at start ([0-9.]+)", line).group(1)
+                               for line in log if "load average at start" in line))
+        command = next(line for line in log if line.startswith("Command:"))[len("Command: `"):-1]
     with tempfile.TemporaryDirectory() as tmp:
-        for C in (int(float(c)) for c in args.classes.split(",")):
+        for C in ([] if args.replot else (int(float(c)) for c in args.classes.split(","))):
             for W in (int(w) for w in args.workers.split(",")):
                 results.append(launch_one("dense", C, 1.0, W, args, tmp))
                 print(results[-1], flush=True)
