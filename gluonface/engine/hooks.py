@@ -149,6 +149,7 @@ class CheckpointHook(Hook):
         rank, seed = self.dist_ctx.rank, self.cfg.seed
         reseed_mxnet(seed, loop.step, rank)
         state = {"epoch": loop.step // loop.schedule.steps_per_epoch, "config_hash": self.config_hash,
+                 "global_batch": loop.schedule.global_batch, "steps_per_epoch": loop.schedule.steps_per_epoch,
                  "hooks": {h.name: h.state_dict() for h in self.hooks if h.state_dict()},
                  "amp": self.amp.state_dict() if self.amp is not None else None}
         ck.save_checkpoint(self.run_dir, loop.step, backbone=loop.net, classifier=loop.loss_block,

@@ -119,6 +119,11 @@ def train(cfg, resume=None):
         state, rng = ck.load_checkpoint(ckpt_dir, backbone=parts.net, classifier=parts.loss_block,
                                         trainers=parts.trainers, dist_ctx=dist_ctx, ctx=dist_ctx.ctx)
         start = int(state["step"])
+        if (state.get("global_batch"), state.get("steps_per_epoch")) != (sched.global_batch, sched.steps_per_epoch):
+            raise GluonFaceError(
+                f"{ckpt_dir} was written with a global batch of {state.get('global_batch')} "
+                f"({state.get('steps_per_epoch')} steps per epoch); this job has {sched.global_batch} "
+                f"({sched.steps_per_epoch}); fix: resume with the same workers × devices × data.batch_size")
         for h in hooks:
             h.load_state_dict(state.get("hooks", {}).get(h.name, {}))
         if parts.amp is not None and state.get("amp"):
