@@ -122,6 +122,11 @@ def _supervise(req, specs, starter, log_dir, echo):
             env = " ".join(f"{k}={v}" for k, v in sorted(spec.env.items()))
             print(f"{spec.name} @ {spec.host.name}: {env} {' '.join(argv)}", file=echo)
         return 0
-    result = supervise(specs, starter, log_dir=log_dir, timeout=req.timeout, echo=echo)
+    from gluonface.launch.supervisor import Terminated
+    try:
+        result = supervise(specs, starter, log_dir=log_dir, timeout=req.timeout, echo=echo)
+    except Terminated:
+        print("gluonface launch: terminated by SIGTERM; every process of the job was stopped", file=echo)
+        return 143
     print(f"gluonface launch: {result.message} (logs: {log_dir})", file=echo)
     return result.returncode

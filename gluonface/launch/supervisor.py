@@ -97,6 +97,7 @@ def supervise(specs, starter, *, log_dir, timeout=None, grace=5.0, finish_grace=
     """
     os.makedirs(log_dir, exist_ok=True)
     procs = []
+    previous = _stop_on_sigterm()
     try:
         for spec in specs:
             argv, env = starter.command(spec)
@@ -107,6 +108,23 @@ def supervise(specs, starter, *, log_dir, timeout=None, grace=5.0, finish_grace=
         return _watch(procs, timeout, finish_grace, poll)
     finally:
         _teardown(procs, grace)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(Exception):
+    """The launcher itself got SIGTERM (e.g. ``scancel``, ``kill``); the job is torn down first."""
+
+
+def _stop_on_sigterm():
+    """Turn SIGTERM into an exception so the ``finally`` above stops the job (children are in their own
+    sessions and would otherwise outlive the launcher). Only possible in the main thread."""
+    def handler(signum, frame):
+        raise Terminated("the launcher received SIGTERM")
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:   # not the main thread
+        return None
 
 
 def _watch(procs, timeout, finish_grace, poll):

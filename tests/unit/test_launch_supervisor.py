@@ -68,3 +68,30 @@ def test_hard_timeout(tmp_path):
     specs = [_py("worker-0", "worker", "import time; time.sleep(300)")]
     result = supervise(specs, LocalStarter(), log_dir=str(tmp_path), timeout=0.5, echo=None)
     assert result.returncode == 124 and "worker-0" in result.message and result.failed is None
+
+
+def test_sigterm_to_the_launcher_stops_the_job(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import time
+    script = (
+        "import sys\n"
+        "from gluonface.launch.hostfile import Host\n"
+        "from gluonface.launch.plan import ProcSpec\n"
+        "from gluonface.launch.starters import LocalStarter\n"
+        "from gluonface.launch.supervisor import supervise, Terminated\n"
+        "spec = ProcSpec('worker-0', 'worker', Host('127.0.0.1'), (sys.executable, '-c', 'import time; time.sleep(300)'))\n"
+        "try:\n"
+        f"    supervise([spec], LocalStarter(), log_dir={str(tmp_path)!r}, timeout=300, echo=None)\n"
+        "except Terminated:\n"
+        "    sys.exit(143)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", script])
+    table = tmp_path / "processes.json"
+    while not table.exists():
+        assert launcher.poll() is None
+        time.sleep(0.05)
+    pid = json.loads(table.read_text())["worker-0"]["pid"]
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=60) == 143
+    assert _gone(pid)
