@@ -60,7 +60,8 @@ class PartialFCHorovod(gluon.Block):
 
     def forward(self, emb, label):
         comm, tag = self.comm, self.prefix
-        emb = emb.as_in_context(self.ctx)
+        # float32 on the wire and in the logits whatever the backbone's AMP dtype (bf16 has no Horovod type)
+        emb = emb.as_in_context(self.ctx).astype("float32", copy=False)
         gather = AllGatherRows(comm, tag + "feat")
         feats = gather(emb)
         labels = comm.allgather(label.as_in_context(self.ctx).astype("int64"), tag + "label").asnumpy()
