@@ -140,3 +140,23 @@ def test_packed_pyramid_gives_the_same_detections(astronaut):
     for fa, fb in zip(a, b):
         np.testing.assert_allclose(fa.points, fb.points, atol=1e-3)
         np.testing.assert_allclose(fa.box, fb.box, atol=1e-3)
+
+
+def test_second_real_photo_grace_hopper(detector):
+    """matplotlib ships grace_hopper.jpg (600x512): a larger face (eye distance ~85 px) with glasses."""
+    import matplotlib.cbook
+    from gluonface.align.image import read_rgb
+    photo = read_rgb(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    hand = np.array([[221.3, 189.5], [305.0, 186.5], [266.3, 235.0], [232.5, 276.3], [305.0, 277.5]])
+    faces = detector.detect(photo)
+    assert len(faces) == 1 and faces[0].score > 0.99
+    err = np.linalg.norm(faces[0].points - hand, axis=1)
+    assert err.max() < 6.0, err  # ~7% of the eye distance
+    mirrored = detector.detect(np.ascontiguousarray(photo[:, ::-1]))[0].points.copy()
+    mirrored[:, 0] = photo.shape[1] - 1 - mirrored[:, 0]
+    iod = np.linalg.norm(faces[0].points[1] - faces[0].points[0])
+    flip_err = np.linalg.norm(mirrored[[1, 0, 2, 4, 3]] - faces[0].points, axis=1)
+    assert flip_err.mean() / iod < 0.05, flip_err  # ~3 px at this face size
+    result = align_image(photo, detector=detector)
+    residual = np.linalg.norm(transform_points(result.matrix, result.points) - arcface_template(112), axis=1)
+    assert result.status == OK and residual.mean() < 6.0
