@@ -30,7 +30,8 @@ def add_arguments(parser):
     parser.add_argument("--max-side", type=int, default=1280, metavar="N",
                         help="detect on a copy downscaled to this longer side; crops use full resolution")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="worker processes (default 1 = in this process)")
+                        help="worker processes (default 1 = in this process); each extra process pays "
+                             "MXNet's start-up (~4 s CPU), so use it for large trees")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
