@@ -10,7 +10,7 @@ _REGISTRY = {}
 
 
 def register_model(name):
-    """Decorator registering ``factory(embedding_size, head, dropout, input_norm, **kw)`` under ``name``."""
+    """Decorator registering ``factory(embedding_size, head, dropout, input_norm, input_size, **kw)``."""
     def deco(factory):
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} registered twice")
@@ -30,7 +30,7 @@ def list_models():
     return sorted(_REGISTRY)
 
 
-def get_model(name, embedding_size=512, head="E", dropout=0.0, input_norm=True, **kw):
+def get_model(name, embedding_size=512, head="E", dropout=0.0, input_norm=True, input_size=112, **kw):
     """Build an (uninitialised) face embedding network.
 
     Args:
@@ -39,7 +39,9 @@ def get_model(name, embedding_size=512, head="E", dropout=0.0, input_norm=True, 
         head: ``'E'`` (BN → Dropout → Dense(E) → BN) or ``'FC'`` (the same without dropout).
         dropout: dropout rate of the ``'E'`` head.
         input_norm: normalise raw 0..255 pixels in-graph as (x − 127.5) / 128.
-        **kw: architecture options (``input_size`` for MobileFaceNet's global depthwise conv, default 112).
+        input_size: the square input size the net will see; only MobileFaceNet's global depthwise conv
+            depends on it (the other heads infer their Dense input at the first forward).
+        **kw: architecture options (none at present; unknown ones raise GluonFaceError).
 
     Returns:
         A ``gluon.HybridBlock``: ``(N, 3, H, W) float32 → (N, E) float32``. Call ``initialize()`` first.
@@ -51,5 +53,7 @@ def get_model(name, embedding_size=512, head="E", dropout=0.0, input_norm=True, 
         raise GluonFaceError(f"unknown embedding head {head!r}; fix: use 'E' or 'FC'")
     if int(embedding_size) <= 0:
         raise GluonFaceError(f"embedding_size must be positive, got {embedding_size}; fix: use e.g. 512")
+    if int(input_size) < 32:
+        raise GluonFaceError(f"input_size {input_size} is too small (4 stride-2 stages); fix: use >= 32")
     return _REGISTRY[name](embedding_size=int(embedding_size), head=head, dropout=float(dropout),
-                           input_norm=bool(input_norm), **kw)
+                           input_norm=bool(input_norm), input_size=int(input_size), **kw)

@@ -64,7 +64,6 @@ def graph_cost(net, input_shape):
 def model_cost(name, size=112, embedding_size=512):
     """``ModelCost`` of ``get_model(name, embedding_size)`` at ``size``×``size`` (nothing is run)."""
     from gluonface.models import get_model
-    kw = {"input_size": size} if name == "mobilefacenet" else {}
-    net = get_model(name, embedding_size=embedding_size, **kw)
+    net = get_model(name, embedding_size=embedding_size, input_size=size)
     params, macs, shape = graph_cost(net, (1, 3, size, size))
     return ModelCost(name, size, params, macs, shape)

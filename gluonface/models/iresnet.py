@@ -52,7 +52,7 @@ _DEPTHS = {
 
 
 def _make_factory(depth):
-    def factory(embedding_size, head, dropout, input_norm, **kw):
+    def factory(embedding_size, head, dropout, input_norm, input_size=112, **kw):
         _reject_unknown(kw, f"iresnet{depth}")
         features = iresnet_features(_DEPTHS[depth], [64, 128, 256, 512])
         return FaceNet(features, embedding_size, head, dropout, input_norm, prefix=f"iresnet{depth}_")
@@ -65,7 +65,7 @@ for _depth in _DEPTHS:
 
 
 @register_model("iresnet_tiny")
-def iresnet_tiny(embedding_size, head, dropout, input_norm, **kw):
+def iresnet_tiny(embedding_size, head, dropout, input_norm, input_size=112, **kw):
     """A deliberately small IR network (~1.7 M parameters, ~8 M MACs at 112×112) for CPU checks and demos.
 
     2×2 average pooling of the input, stem conv3×3 stride 2 (16 channels), then IR units of 16 (s2),

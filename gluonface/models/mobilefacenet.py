@@ -47,8 +47,6 @@ def mobilefacenet(embedding_size, head, dropout, input_norm, input_size=112, **k
     """MobileFaceNet for square ``input_size`` inputs (the global depthwise kernel equals the final map)."""
     if kw:
         raise GluonFaceError(f"mobilefacenet takes only input_size, not {sorted(kw)}; fix: remove them")
-    if int(input_size) < 32:
-        raise GluonFaceError(f"mobilefacenet needs input_size >= 32, got {input_size}; fix: use 112")
     features = nn.HybridSequential(prefix="")
     features.add(conv_bn(64, 3, 2, 1, act=True),
                  conv_bn(64, 3, 1, 1, groups=64, act=True))

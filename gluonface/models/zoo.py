@@ -43,7 +43,7 @@ def _trunk(zoo_name):
 
 
 def _make_factory(zoo_name, channels):
-    def factory(embedding_size, head, dropout, input_norm, **kw):
+    def factory(embedding_size, head, dropout, input_norm, input_size=112, **kw):
         if kw:
             raise GluonFaceError(f"gluoncv:{zoo_name} takes no options {sorted(kw)}; fix: remove them")
         features = nn.HybridSequential(prefix="")

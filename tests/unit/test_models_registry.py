@@ -15,9 +15,7 @@ EXPECTED = {"iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200", "
 
 
 def _build(name, size=112, **kw):
-    if name == "mobilefacenet":
-        kw["input_size"] = size
-    net = get_model(name, **kw)
+    net = get_model(name, input_size=size, **kw)
     net.initialize(mx.init.Xavier(magnitude=2))
     return net
 
@@ -37,6 +35,8 @@ def test_names_and_unknown_name_lists_them():
         get_model("iresnet18", head="GDC")
     with pytest.raises(GluonFaceError, match="takes no options"):
         get_model("iresnet18", width=2)
+    with pytest.raises(GluonFaceError, match="input_size"):
+        get_model("mobilefacenet", input_size=16)
 
 
 @pytest.mark.parametrize("name", list_models())
