@@ -107,9 +107,10 @@ class FaceEmbedder:
         try:
             forward(np.zeros((1, 3) + size, np.float32))
         except mx.base.MXNetError as exc:
-            raise GluonFaceError(f"{path} does not accept (1, 3, {size[0]}, {size[1]}) input "
-                                 f"({str(exc).splitlines()[0][:160]}); fix: check export.json's input_size "
-                                 "or re-export the model") from exc
+            raise GluonFaceError(f"{path} does not run on (1, 3, {size[0]}, {size[1]}) input "
+                                 f"({str(exc).splitlines()[0][:200]}); fix: use the symbol and params files "
+                                 "written together by `gluonface export` (a params file of another network "
+                                 "gives wrong shapes), and check input_size in export.json") from exc
         return cls(forward, size, kind, info, flip)
 
     def __call__(self, x):

@@ -144,6 +144,15 @@ def test_mismatched_and_missing_files(exported, tmp_path):
             FaceEmbedder.from_path(prefix)
     finally:
         os.replace(str(tmp_path / "keep.params"), prefix + "-0000.params")
+    # Same parameter names, other shapes (e.g. the params of a wider embedding): caught at load time.
+    params = mx.nd.load(prefix + "-0000.params")
+    key = next(k for k in params if k.endswith("dense0_weight"))
+    params[key] = mx.nd.zeros((2 * EMB,) + params[key].shape[1:])
+    mx.nd.save(str(tmp_path / "wide-0000.params"), params)
+    with open(prefix + "-symbol.json") as src, open(str(tmp_path / "wide-symbol.json"), "w") as dst:
+        dst.write(src.read())
+    with pytest.raises(GluonFaceError, match=r"Shape inconsistent.*written together"):
+        FaceEmbedder.from_path(str(tmp_path / "wide"))
 
 
 def test_bad_run_dir_and_int8_without_calib(tmp_path):
