@@ -77,8 +77,9 @@ class VerifyHook(Hook):
 
     name = "verify"
 
-    def __init__(self, logger, eval_cfg, bins, run_dir, dist_ctx):
+    def __init__(self, logger, eval_cfg, bins, run_dir, dist_ctx, image_size=(112, 112)):
         self.logger, self.cfg, self.bins = logger, eval_cfg, dict(bins)
+        self.image_size = tuple(image_size)   # the training images' (H, W): pairs are decoded to it
         self.run_dir, self.dist_ctx = run_dir, dist_ctx
         self.best_by = eval_cfg.best_by or (next(iter(self.bins)) if self.bins else "")
         self.best = {"accuracy": None, "step": None}
@@ -90,7 +91,7 @@ class VerifyHook(Hook):
             return
         from gluonface.data.pairs import decode_bin
         for name, path in self.bins.items():
-            images, issame = decode_bin(path, (112, 112))
+            images, issame = decode_bin(path, self.image_size)
             self.sets[name] = (images, np.asarray(issame, dtype=bool))
 
     def after_step(self, loop):

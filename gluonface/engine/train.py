@@ -108,7 +108,7 @@ def train(cfg, resume=None):
                     f"device(s); {sched.num_images} images, {parts.num_classes} identities; run dir {run_dir}")
 
     log_hook = LogHook(logger, cfg.train.log_every, cfg.train.progress_bar, dist_ctx)
-    verify_hook = VerifyHook(logger, cfg.eval, bins, run_dir, dist_ctx)
+    verify_hook = VerifyHook(logger, cfg.eval, bins, run_dir, dist_ctx, parts.image_size)
     hooks = [log_hook, verify_hook]
     ckpt_hook = CheckpointHook(run_dir, cfg.train, dist_ctx, config_hash=cfg.trajectory_hash(),
                                sharded=parts.sharded, hooks=hooks, amp=parts.amp)
