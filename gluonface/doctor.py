@@ -75,12 +75,14 @@ def _horovod_facts():
     return facts
 
 
-def mtcnn_weights_dir():
-    """Directory holding the MTCNN weight files of the `mtcnn` wheel, or None (never imports the package)."""
-    spec = importlib.util.find_spec("mtcnn")
-    if spec is None or not spec.origin:
-        return None
-    return os.path.join(os.path.dirname(spec.origin), "assets", "weights")
+def _mtcnn_weight_files():
+    """MTCNN weight files found where the detector looks for them (the `mtcnn` wheel), and an error text."""
+    try:
+        from gluonface.align.nets import mtcnn_weights_dir
+        wdir = mtcnn_weights_dir()
+    except Exception as exc:  # GluonFaceError (no wheel) or a broken mxnet import
+        return [], str(exc)
+    return [os.path.join(wdir, f) for f in MTCNN_WEIGHTS if os.path.isfile(os.path.join(wdir, f))], ""
 
 
 def probe(run_dir="."):
@@ -94,9 +96,7 @@ def probe(run_dir="."):
     facts["onnx"], _ = _version("onnx")
     facts["onnxruntime"], _ = _version("onnxruntime")
     facts["gluonface"], _ = _version("gluonface")
-    wdir = mtcnn_weights_dir()
-    facts["mtcnn_weights"] = [os.path.join(wdir, f) for f in MTCNN_WEIGHTS
-                              if wdir and os.path.isfile(os.path.join(wdir, f))]
+    facts["mtcnn_weights"], facts["mtcnn_error"] = _mtcnn_weight_files()
     target = os.path.abspath(run_dir)
     while not os.path.exists(target):
         target = os.path.dirname(target)
