@@ -3,17 +3,15 @@
 Per step each worker pulls only the rows it needs (``row_sparse_pull``: its batch's classes plus
 ``ceil(sample_rate · C)`` minus those, random negatives), computes the margin softmax of its own samples
 over those rows, and pushes the row-sparse gradient; the servers sum the workers' pushes and run
-``PartialFCServerSGD`` on the touched rows. Worker memory for the classifier is O(rows pulled · E);
-only rank 0 ever holds the full matrix, transiently, to initialise the servers and to write a
-checkpoint. Above ``MXNET_KVSTORE_BIGARRAY_BOUND`` elements ps-lite slices the rows over all servers.
+``PartialFCServerSGD`` on the touched rows. Worker memory for the classifier is O(rows pulled · E): the
+matrix is kept as blocks of rows (``partial_fc_rowstore``), so even rank 0, which initialises the
+servers and writes checkpoints, holds one 256 MB block at a time.
 
 Why not a Gluon ``Parameter(stype='row_sparse')`` and a second ``gluon.Trainer``: the parameter would
 allocate all C rows on every worker, and the trainer would number its keys from 0 and send its own
 optimizer, colliding with the backbone trainer on the job's single store and single server updater.
 The block uses the job's store (``dist_ctx.handle``) with keys of its own instead.
 """
-import json
-import os
 
 import numpy as np
 from mxnet import autograd, gluon, nd
@@ -21,24 +19,23 @@ from mxnet import autograd, gluon, nd
 from gluonface.errors import GluonFaceError
 from gluonface.losses.partial_fc_comm import LocalComm
 from gluonface.losses.partial_fc_ops import MarginSoftmaxCE, shard_cosine
+from gluonface.losses.partial_fc_rowstore import RowStore
 from gluonface.losses.partial_fc_server import PartialFCServerSGD
-from gluonface.losses.partial_fc_shard import init_rows, num_sampled, sample_rows, step_rng
-
-
-_MARKER = 1e30
+from gluonface.losses.partial_fc_shard import num_sampled, sample_rows, step_rng
 
 
 class PartialFCKVStore(gluon.Block):
     """Margin softmax over ``num_classes`` centres held by the parameter servers of ``dist_ctx``.
 
-    Args: as ``PartialFCHorovod`` plus ``dist_ctx`` (engine 'kvstore', ``handle.store`` a dist store).
+    Args: as ``PartialFCHorovod`` plus ``dist_ctx`` (engine 'kvstore', ``handle.store`` a dist store) and
+        ``block_rows`` (rows per server key; default 256 MB blocks).
     Call: ``loss = block(emb (n, E) float32, label (n,))`` -> ``(n,)`` float32 per-sample loss.
     """
 
     sharded = True
 
     def __init__(self, num_classes, embedding_size, dist_ctx, sample_rate=1.0, s=64.0, m1=1.0, m2=0.5,
-                 m3=0.0, easy_margin=False, seed=0, ctx=None, prefix="partialfc_"):
+                 m3=0.0, easy_margin=False, seed=0, ctx=None, block_rows=None, prefix="partialfc_"):
         super().__init__(prefix=prefix)
         self.num_classes, self.embedding_size = int(num_classes), int(embedding_size)
         self.shape = (self.num_classes, self.embedding_size)
@@ -48,8 +45,8 @@ class PartialFCKVStore(gluon.Block):
         self.rank, self.num_workers = dist_ctx.rank, dist_ctx.num_workers
         self._handle = dist_ctx.handle
         self._store = dist_ctx.handle.store
-        self.centres_key = self._handle.allocate(2)
-        self.momentum_key = self.centres_key + 1
+        first = self._handle.allocate(RowStore.keys_needed(num_classes, embedding_size, block_rows))
+        self.rows = RowStore(self._store, first, num_classes, embedding_size, self.rank, block_rows)
         self.steps = 0                 # forward calls: seeds the negative sampling
         self.last_rows = None          # (K,) int64 rows pulled by the last forward
         self.pulled = None             # (K, E) float32 centres of the last forward, with their gradient
@@ -72,18 +69,11 @@ class PartialFCKVStore(gluon.Block):
 
     def pull_rows(self, rows):
         """Rows ``rows`` (sorted ``(K,)`` int64) of the server-side matrix as a dense ``(K, E)`` array."""
-        return self._pull(self.centres_key, rows)
-
-    def _pull(self, key, rows):
-        out = nd.sparse.zeros("row_sparse", self.shape)
-        self._store.row_sparse_pull(key, out=out, row_ids=nd.array(rows, dtype="int64"))
-        return out.data.copy()
+        return self.rows.pull(rows)
 
     def push_gradient(self):
-        """Send the last forward's centre gradient (row-sparse) to the servers."""
-        grad = nd.sparse.row_sparse_array((self.pulled.grad, nd.array(self.last_rows, dtype="int64")),
-                                          shape=self.shape)
-        self._store.push(self.centres_key, grad)
+        """Send the last forward's centre gradient (row-sparse, per block) to the servers."""
+        self.rows.push(self.last_rows, self.pulled.grad)
 
     def make_trainer(self, optimizer, optimizer_params=None, batch_size=None):
         """The object the loop steps for the centres (their optimizer runs on the servers).
@@ -106,72 +96,35 @@ class PartialFCKVStore(gluon.Block):
         return self._trainer
 
     def checkpoint_files(self):
-        """Names this rank writes into a checkpoint directory (rank 0 writes both, the others none)."""
-        return ("classifier.params", "classifier.json") if self.rank == 0 else ()
+        """Names this rank writes into a checkpoint directory (rank 0: every block + json; others none)."""
+        return self.rows.file_names() + ["classifier.json"] if self.rank == 0 else []
 
     def save_checkpoint(self, dirname, trainer):
-        """Rank 0 pulls the whole matrix and its momentum from the servers and writes them; others return."""
+        """Rank 0 pulls the matrix and its momentum block by block and writes them; the others return."""
         self._init_keys()
-        if self.rank != 0:
-            return
-        everything = np.arange(self.num_classes, dtype=np.int64)
-        nd.save(os.path.join(dirname, "classifier.params"),
-                {"weight": self._pull(self.centres_key, everything),
-                 "momentum": self._pull(self.momentum_key, everything)})
-        with open(os.path.join(dirname, "classifier.json"), "w") as fout:
-            json.dump({"steps": self.steps, "num_update": trainer.num_update, "shape": list(self.shape)}, fout)
+        if self.rank == 0:
+            self.rows.save(dirname, {"steps": self.steps, "num_update": trainer.num_update})
 
     def load_checkpoint(self, dirname, trainer):
         """Every rank, before the first forward: start the servers from the checkpoint."""
         if self._keys_ready:
             raise GluonFaceError("load_checkpoint after training started; fix: load right after make_trainer")
-        with open(os.path.join(dirname, "classifier.json")) as fin:
-            info = json.load(fin)
-        if tuple(info["shape"]) != self.shape:
-            raise GluonFaceError(f"{dirname} holds a {tuple(info['shape'])} classifier, this job needs "
-                                 f"{self.shape}; fix: resume with the same dataset and model.embedding_size")
+        info, read = self.rows.reader(dirname)
         self.steps, trainer.num_update = int(info["steps"]), int(info["num_update"])
-        arrays = nd.load(os.path.join(dirname, "classifier.params")) if self.rank == 0 else None
-        self._init_keys(arrays)
+        self._init_keys(read if self.rank == 0 else None)
 
-    def _init_keys(self, arrays=None):
+    def _init_keys(self, source=None):
         """Once, on every worker in the same order: the centre and momentum keys on the servers."""
-        if self._keys_ready:
-            return
-        if self.rank == 0:
-            if arrays is None:
-                arrays = {"weight": nd.array(init_rows(self.seed, 0, self.num_classes, self.embedding_size)),
-                          "momentum": nd.zeros(self.shape)}
-            weight, momentum = _all_rows(arrays["weight"]), _all_rows(arrays["momentum"])
-        else:      # only rank 0's value reaches the servers; the others just declare the key
-            weight = momentum = nd.sparse.zeros("row_sparse", self.shape)
-        self._store.init(self.centres_key, weight)
-        self._store.init(self.momentum_key, momentum)
-        self._keys_ready = True
+        if not self._keys_ready:
+            self.rows.init(self.seed, source)
+            self._keys_ready = True
 
     def start_servers(self, optimizer):
         """On every worker before a push: send ``optimizer``, bind the momentum to it, verify it runs."""
         self._init_keys()
         self._store.set_optimizer(optimizer)
         self._store._barrier()            # every worker's copy of the optimizer is in place
-        # bind: a push to the momentum key hands each server its slice of the momentum array. It carries
-        # a marker in row 0: a server that failed to unpickle the optimizer (it logs the error, keeps
-        # running without an updater and would silently store gradient sums) copies it into the matrix.
-        marker = nd.sparse.row_sparse_array((nd.full((1, self.embedding_size), _MARKER),
-                                             nd.array([0], dtype="int64")), shape=self.shape)
-        self._store.push(self.momentum_key, marker)
-        # the pull also orders the bind before this worker's next gradient push (different keys)
-        if float(self._pull(self.momentum_key, np.array([0]))[0, 0].asscalar()) >= _MARKER / 2:
-            raise GluonFaceError("the parameter servers are not running the Partial FC optimizer (their log "
-                                 "shows why unpickling it failed); fix: start servers with `gluonface launch` "
-                                 "(python -m gluonface.dist.server) from the same gluonface installation")
-
-
-def _all_rows(dense):
-    """``(C, E)`` dense -> row-sparse with every row stored (``tostype`` would drop all-zero rows, and the
-    servers size their slice from the initial value)."""
-    rows = nd.arange(dense.shape[0], dtype="int64")
-    return nd.sparse.row_sparse_array((dense, rows), shape=dense.shape)
+        self.rows.bind()
 
 
 class ServerTrainer:
@@ -206,7 +159,7 @@ class ServerTrainer:
     def server_optimizer(self, learning_rate):
         """The ``PartialFCServerSGD`` for the servers: constant ``learning_rate``, scale 1 / global batch."""
         b = self._block
-        return PartialFCServerSGD(b.centres_key, b.momentum_key, learning_rate=learning_rate,
+        return PartialFCServerSGD(b.rows.centres_keys, b.rows.momentum_keys, learning_rate=learning_rate,
                                   rescale_grad=1.0 / (self.batch_size * b.num_workers), **self._server_params)
 
     def step(self, batch_size, ignore_stale_grad=False):

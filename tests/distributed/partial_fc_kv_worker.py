@@ -22,6 +22,7 @@ from partial_fc_hvd_worker import D, E, OPT, backbone_init, global_batches  # no
 
 from gluonface.dist import init_dist, make_trainer  # noqa: E402
 from gluonface.losses.partial_fc import build_partial_fc  # noqa: E402
+from gluonface.losses.partial_fc_kvstore import PartialFCKVStore  # noqa: E402
 
 
 def build(dist_ctx, loss, num_classes, seed, n, backbone=None):
@@ -29,7 +30,10 @@ def build(dist_ctx, loss, num_classes, seed, n, backbone=None):
     net = gluon.nn.Dense(E, in_units=D, use_bias=False)
     net.initialize(ctx=mx.cpu())
     net.weight.set_data(nd.array(backbone_init(seed) if backbone is None else backbone))
-    cls = build_partial_fc(loss, num_classes, E, dist_ctx, seed=seed)
+    # blocks of 16 rows: 16 x 8 floats is above the bound set above (sliced over both servers), a last
+    # block of 4 rows is below it (one server, picked by key): both placements are exercised
+    cls = PartialFCKVStore(num_classes, E, dist_ctx, sample_rate=loss.sample_rate, s=loss.s, m1=loss.m1, m2=loss.m2,
+                           m3=loss.m3, seed=seed, block_rows=16)
     net_trainer = make_trainer(net.collect_params(), "sgd", dist_ctx, optimizer_params=OPT, batch_size=n)
     cls_trainer = cls.make_trainer("sgd", OPT, batch_size=n)
     return net, cls, net_trainer, cls_trainer
@@ -56,7 +60,8 @@ def full_matrix(cls, ckpt, trainer):
     cls.save_checkpoint(str(ckpt), trainer)
     if cls.rank != 0:
         return np.zeros(0)
-    return nd.load(os.path.join(ckpt, "classifier.params"))["weight"].asnumpy()
+    _, read = cls.rows.reader(ckpt)
+    return np.concatenate([read(b)[0].asnumpy() for b in range(cls.rows.num_blocks)])
 
 
 def rss_mb():

@@ -54,7 +54,7 @@ def _launch(cfg, engine, *extra):
 @pytest.mark.parametrize("engine,classifier_files", [
     ("horovod", ["classifier-rank0.params", "classifier-rank1.params",
                  "trainer-classifier-rank0.states", "trainer-classifier-rank1.states"]),
-    ("kvstore", ["classifier.params", "classifier.json"])])
+    ("kvstore", ["classifier-block00000.params", "classifier.json"])])
 def test_train_and_resume_with_partial_fc(tmp_path, rec, engine, classifier_files):
     cfg = _config(tmp_path, rec, engine)
     _launch(cfg, engine)

@@ -23,11 +23,11 @@ from gluonface.losses.partial_fc_shard import init_rows  # noqa: E402
 OPT = {"learning_rate": 0.1, "momentum": 0.9, "wd": 5e-4}
 
 
-def _block(num_classes=10, sample_rate=1.0, store=None, **margin):
+def _block(num_classes=10, sample_rate=1.0, store=None, block_rows=None, **margin):
     handle = KVHandle(store or mx.kv.create("local"))
     ctx = types.SimpleNamespace(engine="kvstore", rank=0, num_workers=1, ctx=[mx.cpu()], handle=handle)
     margin = margin or {"s": 16.0, "m1": 1.0, "m2": 0.5, "m3": 0.0}
-    return PartialFCKVStore(num_classes, 4, ctx, sample_rate=sample_rate, seed=2, **margin)
+    return PartialFCKVStore(num_classes, 4, ctx, sample_rate=sample_rate, seed=2, block_rows=block_rows, **margin)
 
 
 def _step(blk, trainer, x, y):
@@ -57,7 +57,7 @@ def test_full_softmax_and_server_update_match_numpy(margin):
 
 
 def test_sampling_pulls_few_rows_and_leaves_the_others_untouched():
-    blk = _block(num_classes=300, sample_rate=0.05)
+    blk = _block(num_classes=300, sample_rate=0.05, block_rows=64)      # 5 blocks
     trainer = blk.make_trainer("sgd", OPT, batch_size=2)
     _step(blk, trainer, np.ones((2, 4), np.float32), np.array([5, 250]))
     rows = blk.last_rows
@@ -71,17 +71,18 @@ def test_sampling_pulls_few_rows_and_leaves_the_others_untouched():
 def test_checkpoint_resume_is_exact(tmp_path):
     rng = np.random.default_rng(1)
     data = [(rng.normal(size=(2, 4)).astype(np.float32), rng.integers(0, 40, 2)) for _ in range(4)]
-    straight = _block(num_classes=40, sample_rate=0.25)
+    straight = _block(num_classes=40, sample_rate=0.25, block_rows=16)
     t_straight = straight.make_trainer("sgd", OPT, batch_size=2)
     for x, y in data:
         _step(straight, t_straight, x, y)
-    first = _block(num_classes=40, sample_rate=0.25)
+    first = _block(num_classes=40, sample_rate=0.25, block_rows=16)
     t_first = first.make_trainer("sgd", OPT, batch_size=2)
     for x, y in data[:2]:
         _step(first, t_first, x, y)
     first.save_checkpoint(str(tmp_path), t_first)
-    assert sorted(os.listdir(tmp_path)) == ["classifier.json", "classifier.params"]
-    resumed = _block(num_classes=40, sample_rate=0.25)
+    assert sorted(os.listdir(tmp_path)) == ["classifier-block00000.params", "classifier-block00001.params",
+                                            "classifier-block00002.params", "classifier.json"]
+    resumed = _block(num_classes=40, sample_rate=0.25, block_rows=16)
     t_resumed = resumed.make_trainer("sgd", OPT, batch_size=2)
     resumed.load_checkpoint(str(tmp_path), t_resumed)
     for x, y in data[2:]:
@@ -116,7 +117,7 @@ def test_user_errors_name_the_fix():
 
 def test_server_optimizer_pickles_follows_its_schedule_and_sums_other_keys():
     sched = mx.lr_scheduler.FactorScheduler(step=1, factor=0.5, base_lr=0.4)
-    opt = PartialFCServerSGD(7, 8, momentum=0.0, learning_rate=0.4, lr_scheduler=sched, begin_num_update=2)
+    opt = PartialFCServerSGD([7], [8], momentum=0.0, learning_rate=0.4, lr_scheduler=sched, begin_num_update=2)
     opt = pickle.loads(pickle.dumps(opt))             # what the servers receive
     weight, other = nd.ones((3, 2)), nd.zeros((2,))
     opt.update(8, nd.zeros((3, 2)), nd.zeros((3, 2)), None)            # bind the momentum rows
