@@ -8,7 +8,8 @@ scheduler/server/worker job) on random embeddings and labels, classifier only (n
 forward + backward + optimizer step, averaged over ``--steps`` after one warm-up step (max over ranks).
 Memory = resident set size growth of a worker after building the classifier (MXNet's pool is disabled
 so that RSS follows live arrays): ``steady`` = largest RSS seen between steps, ``peak`` = ru_maxrss
-(includes rank 0's one-off full matrix on the parameter-server engine, and Horovod's fusion buffer,
+(includes rank 0's one-off initialisation of the servers, one 256 MB row block at a time since commit
+e316e93 and the whole matrix before it, and Horovod's fusion buffer,
 64 MB by default, at W > 1). The baseline, measured in the
 same run, is the dense margin softmax (``get_loss('arcface')``) of one process on the same global batch.
 Figures for C = 10^7, 10^8 and W = 8, 64 are computed from the model printed with the table.
