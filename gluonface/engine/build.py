@@ -120,14 +120,18 @@ def build_everything(cfg, dist_ctx, loader=True):
         if hasattr(loss_block, "hybridize") and not sharded:
             loss_block.hybridize(static_alloc=True, static_shape=True)
     name, params = make_optimizer(cfg.optim, sched)
-    trainers = {"backbone": make_trainer(net.collect_params(), name, dist_ctx, optimizer_params=params,
-                                         batch_size=sched.batch_per_worker, prefix="backbone.")}
+    # parameters in structural order, not sorted by name: Gluon's auto-names come from process-wide
+    # counters, so a name-sorted order (and with it the optimizer-state indices in checkpoints) could
+    # differ between the run that saved and the one that resumes
+    trainers = {"backbone": make_trainer(list(net.collect_params().values()), name, dist_ctx,
+                                         optimizer_params=params, batch_size=sched.batch_per_worker,
+                                         prefix="backbone.")}
     name, params = make_optimizer(cfg.optim, sched)
     if sharded and hasattr(loss_block, "make_trainer"):
         # a sharded classifier knows how its shard is updated (locally, or rows on the servers)
         trainers["classifier"] = loss_block.make_trainer(name, params)
     else:
-        trainers["classifier"] = make_trainer(loss_block.collect_params(), name, dist_ctx,
+        trainers["classifier"] = make_trainer(list(loss_block.collect_params().values()), name, dist_ctx,
                                               optimizer_params=params, batch_size=sched.batch_per_worker,
                                               sharded=sharded, prefix="classifier.")
     if amp is not None:

@@ -68,6 +68,41 @@ def _check_same_trajectory(cfg, ckpt_dir, run_dir):
                          "values (only logging/eval/checkpoint keys may change), or start a new run_dir")
 
 
+def _open_run_dir(cfg, run_dir, parts, dist_ctx, ckpt_dir):
+    """Main worker: write config.yaml (with derived numbers), open the logs, print the resolved config."""
+    from gluonface.engine.runlog import RunLogger
+    sched = parts.schedule
+    os.makedirs(run_dir, exist_ok=True)
+    save_config(cfg, os.path.join(run_dir, "config.yaml"), derived=sched.as_dict())
+    logger = RunLogger(run_dir, resume_step=ck.read_state(ckpt_dir)["step"] if ckpt_dir else None)
+    logger.info("resolved config:\n" + yaml.safe_dump(dict(cfg.to_dict(), derived=sched.as_dict()),
+                                                      sort_keys=False, default_flow_style=None))
+    logger.info(f"engine {dist_ctx.engine}: {dist_ctx.num_workers} worker(s) × {len(dist_ctx.ctx)} "
+                f"device(s); {sched.num_images} images, {parts.num_classes} identities; run dir {run_dir}")
+    return logger
+
+
+def _resume(ckpt_dir, cfg, parts, hooks, dist_ctx, say):
+    """Load a checkpoint into the built parts and hooks; returns the step to continue from."""
+    from gluonface.engine.rng import restore_rng
+    sched = parts.schedule
+    state, rng = ck.load_checkpoint(ckpt_dir, backbone=parts.net, classifier=parts.loss_block,
+                                    trainers=parts.trainers, dist_ctx=dist_ctx, ctx=dist_ctx.ctx)
+    start = int(state["step"])
+    if (state.get("global_batch"), state.get("steps_per_epoch")) != (sched.global_batch, sched.steps_per_epoch):
+        raise GluonFaceError(
+            f"{ckpt_dir} was written with a global batch of {state.get('global_batch')} "
+            f"({state.get('steps_per_epoch')} steps per epoch); this job has {sched.global_batch} "
+            f"({sched.steps_per_epoch}); fix: resume with the same workers × devices × data.batch_size")
+    for h in hooks:
+        h.load_state_dict(state.get("hooks", {}).get(h.name, {}))
+    if parts.amp is not None and state.get("amp"):
+        parts.amp.load_state_dict(state["amp"])
+    restore_rng(rng, cfg.train.seed, start, dist_ctx.rank)
+    say(f"resumed from {ckpt_dir} at step {start}")
+    return start
+
+
 def train(cfg, resume=None):
     """Train (or resume) the run described by ``cfg``.
 
@@ -83,8 +118,7 @@ def train(cfg, resume=None):
     from gluonface.engine.build import build_everything
     from gluonface.engine.hooks import CheckpointHook, LogHook, VerifyHook
     from gluonface.engine.loop import TrainLoop
-    from gluonface.engine.rng import restore_rng
-    from gluonface.engine.runlog import RunLogger, plot_curves
+    from gluonface.engine.runlog import plot_curves
 
     dist_ctx = init_dist(cfg.dist, cfg.train.devices)
     run_dir = resume if resume not in (None, "auto") else resolve_run_dir(cfg)
@@ -97,44 +131,19 @@ def train(cfg, resume=None):
 
     parts = build_everything(cfg, dist_ctx)
     sched = parts.schedule
-    logger = None
-    if main:
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(run_dir, "config.yaml"), derived=sched.as_dict())
-        logger = RunLogger(run_dir, resume_step=ck.read_state(ckpt_dir)["step"] if ckpt_dir else None)
-        logger.info("resolved config:\n" + yaml.safe_dump(dict(cfg.to_dict(), derived=sched.as_dict()),
-                                                          sort_keys=False, default_flow_style=None))
-        logger.info(f"engine {dist_ctx.engine}: {dist_ctx.num_workers} worker(s) × {len(dist_ctx.ctx)} "
-                    f"device(s); {sched.num_images} images, {parts.num_classes} identities; run dir {run_dir}")
-
+    logger = _open_run_dir(cfg, run_dir, parts, dist_ctx, ckpt_dir) if main else None
     log_hook = LogHook(logger, cfg.train.log_every, cfg.train.progress_bar, dist_ctx)
     verify_hook = VerifyHook(logger, cfg.eval, bins, run_dir, dist_ctx, parts.image_size)
     hooks = [log_hook, verify_hook]
-    ckpt_hook = CheckpointHook(run_dir, cfg.train, dist_ctx, config_hash=cfg.trajectory_hash(),
-                               sharded=parts.sharded, hooks=hooks, amp=parts.amp)
-    hooks.append(ckpt_hook)
-
-    start = 0
-    if ckpt_dir:
-        state, rng = ck.load_checkpoint(ckpt_dir, backbone=parts.net, classifier=parts.loss_block,
-                                        trainers=parts.trainers, dist_ctx=dist_ctx, ctx=dist_ctx.ctx)
-        start = int(state["step"])
-        if (state.get("global_batch"), state.get("steps_per_epoch")) != (sched.global_batch, sched.steps_per_epoch):
-            raise GluonFaceError(
-                f"{ckpt_dir} was written with a global batch of {state.get('global_batch')} "
-                f"({state.get('steps_per_epoch')} steps per epoch); this job has {sched.global_batch} "
-                f"({sched.steps_per_epoch}); fix: resume with the same workers × devices × data.batch_size")
-        for h in hooks:
-            h.load_state_dict(state.get("hooks", {}).get(h.name, {}))
-        if parts.amp is not None and state.get("amp"):
-            parts.amp.load_state_dict(state["amp"])
-        restore_rng(rng, cfg.train.seed, start, dist_ctx.rank)
-        say(f"resumed from {ckpt_dir} at step {start}")
+    hooks.append(CheckpointHook(run_dir, cfg.train, dist_ctx, config_hash=cfg.trajectory_hash(),
+                                sharded=parts.sharded, hooks=list(hooks), amp=parts.amp))
+    start = _resume(ckpt_dir, cfg, parts, hooks, dist_ctx, say) if ckpt_dir else 0
     loop = TrainLoop(parts.net, parts.loss_block, parts.trainers, parts.loader, dist_ctx, sched, hooks,
                      amp=parts.amp)
     try:
         loop.run(start, sched.stop_step)
     finally:
+        parts.loader.close()
         if logger is not None:
             plot_curves(os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "curves.png"))
             logger.close()
