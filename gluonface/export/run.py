@@ -52,78 +52,56 @@ def check_options(int8=False, calib=None, pairs=None, **_):
         raise GluonFaceError(f"pair set {pairs} does not exist; fix: make one with `gluonface pairs`")
 
 
-def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=False, int8=False, calib=None,
-                 calib_images=256, calib_mode="naive", pairs=None, batch_size=64, progress=False):
-    """Export a Gluon embedding network and verify every artefact.
-
-    Args:
-        net: initialised HybridBlock, (N, 3, H, W) float32 raw RGB -> (N, E).
-        out_prefix: writes ``OUT-symbol.json``/``OUT-0000.params``, ``OUT.onnx`` (``onnx``),
-            ``OUT-int8-symbol.json``/``-0000.params`` (``int8``) and ``export.json`` in OUT's directory.
-        info: the ``load_backbone`` info (model section, config hash, checkpoint path) for export.json.
-        calib: rec used to calibrate INT8 (required with ``int8``).
-        pairs: optional ``.bin`` pair set: verification accuracy of each exported form goes to export.json.
-
-    Returns:
-        the export.json dict.
-    """
-    import mxnet as mx
-    from gluonface.evaluate.verification import gluon_forward
+def _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks):
     from gluonface.export.embedder import FaceEmbedder
-    from gluonface.export.symbol import export_symbol
-    check_options(int8=int8, calib=calib, pairs=pairs)
-    info = dict(info or {})
-    input_size = tuple(input_size)
-    x = _probe_batch(input_size)
-    ref = gluon_forward(net)(x)
-    exported = export_symbol(net, out_prefix)
-    files = {"symbol": exported["symbol"], "params": exported["params"]}
-    fp32 = FaceEmbedder.from_path(out_prefix)
-    checks = {"symbol_max_abs_diff": float(np.abs(_normed(fp32(x)) - _normed(ref)).max())}
-    if checks["symbol_max_abs_diff"] > SYMBOL_TOL:
-        raise GluonFaceError(f"the exported symbol differs from the network by {checks['symbol_max_abs_diff']:.2e}"
-                             f" (> {SYMBOL_TOL}); fix: the network is not fully hybridizable, report it")
-    forms = {"symbol": fp32}
-    if onnx:
-        from gluonface.export.onnx import export_onnx
-        files["onnx"] = export_onnx(exported["sym"], exported["arg_params"], exported["aux_params"],
-                                    f"{out_prefix}.onnx", (1, 3) + input_size)
-        forms["onnx"] = FaceEmbedder.from_path(files["onnx"])
-        checks["onnx_max_abs_diff"] = float(np.abs(_normed(forms["onnx"](x)) - _normed(ref)).max())
-        if checks["onnx_max_abs_diff"] > ONNX_TOL:
-            raise GluonFaceError(f"ONNX Runtime output differs from MXNet by {checks['onnx_max_abs_diff']:.2e} "
-                                 f"(> {ONNX_TOL}); fix: an operator is translated wrongly, report it")
-    if int8:
-        from gluonface.export.quantize import calibration_images, quantize_symbol
-        from gluonface.export.symbol import save_symbol
-        images = calibration_images(calib, calib_images, image_size=input_size)
-        qsym, qarg, qaux = quantize_symbol(exported["sym"], exported["arg_params"], exported["aux_params"],
-                                           images, calib_mode=calib_mode)
-        q = save_symbol(qsym, qarg, qaux, f"{out_prefix}-int8")
-        files.update(int8_symbol=q["symbol"], int8_params=q["params"])
-        forms["int8"] = FaceEmbedder.from_path(f"{out_prefix}-int8")
-        cos = np.sum(_normed(forms["int8"](x)) * _normed(ref), axis=1)
-        checks["int8_min_cosine_to_fp32"] = float(cos.min())
-        checks["int8_calibration"] = {"rec": str(calib), "images": int(len(images)), "mode": calib_mode}
-        fp32_speed = throughput(fp32, input_size)
-        int8_speed = throughput(forms["int8"], input_size)
-        checks["speed_images_per_s"] = {"symbol_fp32": fp32_speed, "int8": int8_speed, "batch_size": 32,
-                                        "int8_speedup": int8_speed / fp32_speed}
-    verification = {}
-    if pairs:
-        from gluonface.evaluate.verification import verify_bin
-        for kind, emb in forms.items():
-            m = verify_bin(emb, pairs, batch_size=batch_size, image_size=input_size, progress=progress)
-            verification[kind] = {"accuracy": m["accuracy"], "accuracy_std": m["accuracy_std"],
-                                  "auc": m["auc"], "tar_at_far": {str(k): v for k, v in m["tar_at_far"].items()}}
-        if "int8" in verification:
-            verification["int8_accuracy_drop_points"] = 100.0 * (verification["symbol"]["accuracy"]
-                                                                 - verification["int8"]["accuracy"])
-        verification["pairs"] = str(pairs)
+    from gluonface.export.onnx import export_onnx
+    files["onnx"] = export_onnx(exported["sym"], exported["arg_params"], exported["aux_params"],
+                                f"{out_prefix}.onnx", (1, 3) + input_size)
+    forms["onnx"] = FaceEmbedder.from_path(files["onnx"])
+    checks["onnx_max_abs_diff"] = float(np.abs(_normed(forms["onnx"](x)) - _normed(ref)).max())
+    if checks["onnx_max_abs_diff"] > ONNX_TOL:
+        raise GluonFaceError(f"ONNX Runtime output differs from MXNet by {checks['onnx_max_abs_diff']:.2e} "
+                             f"(> {ONNX_TOL}); fix: an operator is translated wrongly, report it")
+
+
+def _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks, calib, calib_images, calib_mode):
+    from gluonface.export.embedder import FaceEmbedder
+    from gluonface.export.quantize import calibration_images, quantize_symbol
+    from gluonface.export.symbol import save_symbol
+    images = calibration_images(calib, calib_images, image_size=input_size)
+    qsym, qarg, qaux = quantize_symbol(exported["sym"], exported["arg_params"], exported["aux_params"],
+                                       images, calib_mode=calib_mode)
+    q = save_symbol(qsym, qarg, qaux, f"{out_prefix}-int8")
+    files.update(int8_symbol=q["symbol"], int8_params=q["params"])
+    forms["int8"] = FaceEmbedder.from_path(f"{out_prefix}-int8")
+    checks["int8_min_cosine_to_fp32"] = float(np.sum(_normed(forms["int8"](x)) * _normed(ref), axis=1).min())
+    checks["int8_calibration"] = {"rec": str(calib), "images": int(len(images)), "mode": calib_mode}
+    fp32_speed = throughput(forms["symbol"], input_size)
+    int8_speed = throughput(forms["int8"], input_size)
+    checks["speed_images_per_s"] = {"symbol_fp32": fp32_speed, "int8": int8_speed, "batch_size": 32,
+                                    "int8_speedup": int8_speed / fp32_speed}
+
+
+def _verify_forms(forms, pairs, input_size, batch_size, progress):
+    """Verification accuracy of every exported form on one pair set (+ the INT8 drop in points)."""
+    from gluonface.evaluate.verification import verify_bin
+    out = {}
+    for kind, emb in forms.items():
+        m = verify_bin(emb, pairs, batch_size=batch_size, image_size=input_size, progress=progress)
+        out[kind] = {"accuracy": m["accuracy"], "accuracy_std": m["accuracy_std"], "auc": m["auc"],
+                     "tar_at_far": {str(k): v for k, v in m["tar_at_far"].items()}}
+    if "int8" in out:
+        out["int8_accuracy_drop_points"] = 100.0 * (out["symbol"]["accuracy"] - out["int8"]["accuracy"])
+    out["pairs"] = str(pairs)
+    return out
+
+
+def _write_meta(out_prefix, net, info, input_size, embedding_size, files, checks, verification):
+    import mxnet as mx
     model = info.get("model") or {}
     meta = {
         "backbone": model.get("name", type(net).__name__),
-        "embedding_size": int(ref.shape[1]),
+        "embedding_size": int(embedding_size),
         "input_size": list(input_size),
         "input": "data: (N, 3, H, W) float32 raw RGB 0..255",
         "normalisation": "in-graph (x - 127.5) / 128" if model.get("input_norm", True) else "none",
@@ -142,6 +120,44 @@ def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=Fals
               encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
     return meta
+
+
+def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=False, int8=False, calib=None,
+                 calib_images=256, calib_mode="naive", pairs=None, batch_size=64, progress=False):
+    """Export a Gluon embedding network and verify every artefact.
+
+    Args:
+        net: initialised HybridBlock, (N, 3, H, W) float32 raw RGB -> (N, E).
+        out_prefix: writes ``OUT-symbol.json``/``OUT-0000.params``, ``OUT.onnx`` (``onnx``),
+            ``OUT-int8-symbol.json``/``-0000.params`` (``int8``) and ``export.json`` in OUT's directory.
+        info: the ``load_backbone`` info (model section, config hash, checkpoint path) for export.json.
+        calib: rec used to calibrate INT8 (required with ``int8``); ``calib_images`` drawn from it.
+        pairs: optional ``.bin`` pair set: verification accuracy of each exported form goes to export.json.
+
+    Returns:
+        the export.json dict.
+    """
+    from gluonface.evaluate.verification import gluon_forward
+    from gluonface.export.embedder import FaceEmbedder
+    from gluonface.export.symbol import export_symbol
+    check_options(int8=int8, calib=calib, pairs=pairs)
+    info, input_size = dict(info or {}), tuple(input_size)
+    x = _probe_batch(input_size)
+    ref = gluon_forward(net)(x)
+    exported = export_symbol(net, out_prefix)
+    files = {"symbol": exported["symbol"], "params": exported["params"]}
+    forms = {"symbol": FaceEmbedder.from_path(out_prefix)}
+    checks = {"symbol_max_abs_diff": float(np.abs(_normed(forms["symbol"](x)) - _normed(ref)).max())}
+    if checks["symbol_max_abs_diff"] > SYMBOL_TOL:
+        raise GluonFaceError(f"the exported symbol differs from the network by {checks['symbol_max_abs_diff']:.2e}"
+                             f" (> {SYMBOL_TOL}); fix: the network is not fully hybridizable, report it")
+    if onnx:
+        _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks)
+    if int8:
+        _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks, calib, calib_images,
+                     calib_mode)
+    verification = _verify_forms(forms, pairs, input_size, batch_size, progress) if pairs else {}
+    return _write_meta(out_prefix, net, info, input_size, ref.shape[1], files, checks, verification)
 
 
 def export_run(run_dir, out_prefix, which="auto", **kw):
