@@ -62,8 +62,8 @@ def _check_records(ds, progress: bool) -> List[Tuple[str, str]]:
 
 def inspect_rec(prefix: str, grid: Optional[str] = None, progress: bool = True) -> InspectReport:
     """Summarise a rec and check every record (decodes, label in range, label matches its identity range)."""
-    from gluonface.data.record import FaceRecordDataset
-    ds = FaceRecordDataset(prefix)
+    from gluonface.data.record_reader import FaceRecordReader
+    ds = FaceRecordReader(prefix)
     counts = np.array([e - s for s, e in ds.identity_ranges.values()]) if ds.identity_ranges else np.zeros(1)
     rep = InspectReport("rec", ds.paths.rec)
     rep.lines = [

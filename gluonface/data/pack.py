@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Tuple
 
 from gluonface.data.lst import read_lst, scan_folder
 from gluonface.data.pack_image import EncodeOptions, SkipImage, prepare_image  # noqa: F401 (SkipImage: API)
-from gluonface.data.record import RecordWriter
+from gluonface.data.record_writer import RecordWriter
 from gluonface.errors import GluonFaceError
 
 _WORKER = {}
@@ -92,7 +92,9 @@ def pack(src: str, prefix: str, *, size: Optional[Tuple[int, int]] = (112, 112),
     from tqdm import tqdm
     bar = tqdm(total=len(tasks), unit="img", desc="pack", disable=not progress)
     if workers > 1:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # spawn, not fork: a forked child can deadlock on locks held by the parent's threads (MXNet engine,
+        # OpenCV pool) at fork time; spawned workers import only this module's light dependencies.
+        ctx = mp.get_context("spawn")
         pool = ctx.Pool(workers, initializer=_init_worker, initargs=(opts, preprocess))
         results = pool.imap(_work, tasks, chunksize=16)
     else:

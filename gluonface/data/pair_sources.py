@@ -29,8 +29,8 @@ def load_source(src: str) -> Tuple[List[str], List[int], Callable[[int], bytes]]
             return data
         return names, [k for _, k in items], read
 
-    from gluonface.data.record import FaceRecordDataset
-    ds = FaceRecordDataset(src)
+    from gluonface.data.record_reader import FaceRecordReader
+    ds = FaceRecordReader(src)
     names = [str(k) for k in range(ds.num_classes)]
     if os.path.isfile(ds.paths.identities):
         from gluonface.data.pack import read_identity_names

@@ -86,7 +86,9 @@ def generate(out: str, spec: SynthSpec, workers: int = 1, progress: bool = True)
     from tqdm import tqdm
     bar = tqdm(total=spec.identities * spec.images_per_id, unit="img", desc="synth", disable=not progress)
     if workers > 1:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # spawn, not fork: a forked child can deadlock on locks held by the parent's threads (MXNet engine,
+        # OpenCV pool) at fork time; spawned workers import only this module's light dependencies.
+        ctx = mp.get_context("spawn")
         with ctx.Pool(workers) as pool:
             for part in pool.imap(_write_identity, tasks, chunksize=1):
                 marks.update(part)
