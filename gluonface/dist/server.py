@@ -2,8 +2,10 @@
 
 Importing MXNet with ``DMLC_ROLE=server`` (or ``scheduler``) runs the role's blocking loop inside
 ``import mxnet`` and exits the interpreter when the workers finish (MXNet's ``kvstore_server`` module);
-nothing after the import runs. Importing ``gluonface`` first makes the project's optimizers and LR
-schedulers importable when the servers unpickle the workers' optimizer.
+nothing after the import runs. So everything the servers may need to unpickle the workers' optimizer
+(gluonface's optimizers, gluoncv's LR schedulers) is imported first with the role hidden, and only then is
+the server loop started: a server that cannot unpickle the optimizer logs an error and runs with no
+updater, and the job would silently train garbage.
 """
 import os
 import sys
@@ -13,7 +15,12 @@ if __name__ == "__main__":
     if role not in ("server", "scheduler"):
         sys.exit(f"gluonface.dist.server: DMLC_ROLE={role!r}; this entry point is for 'server' or "
                  "'scheduler' processes started by `gluonface launch`")
-    import gluonface  # noqa: F401  (see module docstring)
-    import mxnet  # noqa: F401  (runs the server/scheduler loop, then exits)
+    del os.environ["DMLC_ROLE"]             # import MXNet (and what imports it) without starting the loop
+    import mxnet  # noqa: F401
+    import gluoncv  # noqa: F401  (LR schedulers pickled inside optimizers)
+    import gluonface.engine  # noqa: F401
+    os.environ["DMLC_ROLE"] = role
+    from mxnet.kvstore.kvstore_server import _init_kvstore_server_module
+    _init_kvstore_server_module()           # runs the server/scheduler loop, then exits
     sys.exit(f"gluonface.dist.server: MXNet returned without running the {role} loop "
              "(is this MXNet built with DIST_KVSTORE?)")

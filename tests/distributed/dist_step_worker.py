@@ -68,6 +68,11 @@ def main():
     net(mx.nd.zeros((1, 6), ctx=dctx.ctx[0]))
     per_worker = GLOBAL_BATCH // dctx.num_workers
     opt = {"learning_rate": args.lr, "momentum": args.momentum, "wd": 1e-3}
+    if args.update_on_kvstore:
+        # The servers must unpickle a gluoncv scheduler inside the optimizer (a constant one, so the result
+        # equals the reference); a server that cannot, runs no optimizer and the parameters come out wrong.
+        from gluoncv.utils import LRScheduler
+        opt["lr_scheduler"] = LRScheduler("constant", base_lr=args.lr, nepochs=1, iters_per_epoch=args.steps)
     trainer = make_trainer(net.collect_params(), "sgd", dctx, optimizer_params=opt, batch_size=per_worker)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     held_out = _held_out(dctx.ctx[0])
