@@ -49,13 +49,14 @@ class TrainLoader:
         normalize: yield ``(x − 127.5) / 128`` instead of raw 0..255 pixels.
         num_workers: decoding processes (0 = decode in the calling process).
         prefetch: batches in flight per worker.
+        worker_timeout: seconds without any finished batch before the loader gives up on its workers.
 
     Yields ``(data (B, 3, H, W) float32 RGB, label (B,) float32)`` NumPy arrays owned by the caller.
     """
 
     def __init__(self, dataset, batch_size: int, *, seed: int = 0, part_index: int = 0, num_parts: int = 1,
                  augment: Optional[AugmentConfig] = None, normalize: bool = False, num_workers: int = 0,
-                 prefetch: int = 2):
+                 prefetch: int = 2, worker_timeout: float = 600.0):
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed, self.augment, self.normalize = seed, augment, normalize
@@ -64,6 +65,7 @@ class TrainLoader:
         if num_workers > 0 and "fork" not in mp.get_all_start_methods():
             num_workers = 0  # shared anonymous memory needs fork; decode in-process instead
         self.num_workers = num_workers
+        self.worker_timeout = worker_timeout
         self._nslots = max(1, num_workers * prefetch)
         self.epoch = 0
         self._procs = []
@@ -101,10 +103,17 @@ class TrainLoader:
             self._procs.append(p)
 
     def _get_result(self):
+        waited = 0.0
         while True:
             try:
                 return self._results.get(timeout=2.0)
             except queue.Empty:
+                waited += 2.0
+                if waited >= self.worker_timeout:
+                    self.close()
+                    raise RuntimeError(f"no batch from the loader workers for {waited:.0f} s; if they are stuck "
+                                       f"(a forked child can block on a lock the parent held at fork time), "
+                                       f"use num_workers=0")
                 dead = [p for p in self._procs if not p.is_alive()]
                 if dead:
                     codes = ", ".join(str(p.exitcode) for p in dead)
