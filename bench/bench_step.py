@@ -5,7 +5,7 @@ bench/.venv-torch (``python -m venv bench/.venv-torch && bench/.venv-torch/bin/p
 numpy``). Runs alternate gluonface / PyTorch per configuration so that background load hits both alike.
 
     python bench/bench_step.py [--models iresnet50 mobilefacenet] [--dtypes fp32 bf16] [--batch 32]
-                               [--steps 5] [--repeats 2] [--env KEY=VALUE ...]
+                               [--steps 5] [--repeats 2] [--no-peer] [--env KEY=VALUE ...]
 
 Prints one line per run and a table of images/s with the gluonface / PyTorch ratio.
 """
@@ -79,6 +79,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-peer", action="store_true", help="gluonface only (e.g. for iresnet_tiny)")
     ap.add_argument("--env", nargs="*", default=[], help="extra KEY=VALUE for the gluonface runs (oneDNN knobs)")
     a = ap.parse_args()
     if a.worker:
@@ -94,8 +95,9 @@ def main():
             for _ in range(a.repeats):
                 g = _run([sys.executable, os.path.abspath(__file__), "--worker", "gluon", "--model", model,
                           "--dtype", dtype] + common, genv)
-                t = _run([TORCH_PY, os.path.join(HERE, "torch_peer", "bench_torch.py"), "--model", model,
-                          "--dtype", dtype] + common, env)
+                t = {"error": "no peer run"} if a.no_peer else _run(
+                    [TORCH_PY, os.path.join(HERE, "torch_peer", "bench_torch.py"), "--model", model,
+                     "--dtype", dtype] + common, env)
                 print("gluonface", model, dtype, g, flush=True)
                 print("torch    ", model, dtype, t, flush=True)
                 g_runs.append(g)
