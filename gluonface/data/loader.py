@@ -1,9 +1,10 @@
 """``TrainLoader``: sharded, resumable, multi-process batches of NCHW float32 faces.
 
-Order: :class:`~gluonface.data.sampler.ShardSampler` (one permutation per ``(seed, epoch)``, part ``k``
-takes its contiguous slice). Pixels: :func:`~gluonface.data.batch.fill_batch`, whose augmentation
-randomness depends only on ``(seed, epoch, dataset index)``. Hence ``iter_from(step)`` after a restart
-yields exactly the batches an uninterrupted run would have, for any ``num_workers``.
+Order: :class:`~gluonface.data.sampler.ShardSampler` (one permutation per ``(seed, epoch)`` cut into
+global batches of ``batch_size * num_parts``; part ``k`` takes slice ``k`` of each). Pixels:
+:func:`~gluonface.data.batch.fill_batch`, whose augmentation randomness depends only on ``(seed, epoch,
+dataset index)``. Hence ``iter_from(step)`` after a restart yields exactly the batches an uninterrupted
+run would have, for any ``num_workers``.
 
 Workers are forked processes that decode into shared-memory slots (no pickling of pixel data); the parent
 copies a finished slot out and hands it back. Workers never touch MXNet.

@@ -1,4 +1,10 @@
-"""Epoch order and sharding by rank: one global permutation per epoch, each part takes a contiguous slice.
+"""Epoch order and sharding by rank: one global permutation per epoch, cut into global batches.
+
+Step ``s`` of an epoch has the global batch ``perm[s*B*P:(s+1)*B*P]`` (``B`` the per-part batch, ``P`` the
+number of parts) and part ``k`` takes its slice ``[k*B:(k+1)*B]``. So ``P`` parts of batch ``B`` see exactly
+the batches of one process with batch ``P*B`` that splits each batch over ``P`` devices with
+``gluon.utils.split_and_load`` (slice ``k`` → device ``k``), and the result does not depend on how the
+global batch is divided between processes and devices.
 
 Every part gets the same number of steps, ``len(dataset) // (batch_size * num_parts)``; the few samples
 left over are dropped for that epoch (a different few each epoch). An uneven step count would leave one
@@ -37,9 +43,10 @@ class ShardSampler:
     def part_order(self, epoch: int) -> np.ndarray:
         """This part's indices for ``epoch`` in order: ``(steps_per_epoch * batch_size,) int64``."""
         if epoch != self._epoch:
-            per_part = self.steps_per_epoch * self.batch_size
+            steps, b, p = self.steps_per_epoch, self.batch_size, self.num_parts
             perm = epoch_permutation(self.n, self.seed, epoch)
-            self._mine = perm[self.part_index * per_part:(self.part_index + 1) * per_part]
+            # (steps, parts, batch): row s is global batch s, column k this part's slice of it.
+            self._mine = perm[:steps * p * b].reshape(steps, p, b)[:, self.part_index].reshape(-1)
             self._epoch = epoch
         return self._mine
 

@@ -5,7 +5,7 @@ import pytest
 
 from gluonface.data.loader import TrainLoader
 from gluonface.data.record import FaceRecordDataset, RecordWriter
-from gluonface.data.sampler import ShardSampler
+from gluonface.data.sampler import ShardSampler, epoch_permutation
 from gluonface.data.transforms import AugmentConfig
 from gluonface.errors import GluonFaceError
 
@@ -45,6 +45,16 @@ def test_shards_are_equal_disjoint_and_reshuffled_per_epoch():
     np.testing.assert_array_equal(again.batch(0, 3), parts[0].batch(0, 3))
 
 
+def test_step_s_is_global_batch_s_of_the_permutation_and_part_k_its_kth_slice():
+    b, p = 4, 3
+    parts = [ShardSampler(103, b, seed=5, part_index=k, num_parts=p) for k in range(p)]
+    for epoch in (0, 1):
+        perm = epoch_permutation(103, 5, epoch)
+        for s in range(parts[0].steps_per_epoch):
+            for k, part in enumerate(parts):
+                np.testing.assert_array_equal(part.batch(epoch, s), perm[s * b * p + k * b:s * b * p + (k + 1) * b])
+
+
 def test_batches_hold_the_decoded_pixels_and_labels(rec):
     prefix, images = rec
     ds = FaceRecordDataset(prefix)
@@ -81,6 +91,36 @@ def test_worker_count_does_not_change_batches_and_resume_is_exact(rec):
         assert not np.array_equal(a[0][0], _epoch(inline, 5)[0][0])
     finally:
         pooled.close()
+
+
+def test_parts_see_the_global_batches_of_one_process_split_over_devices(rec):
+    """P=2 parts of batch B == one process of batch 2B split with split_and_load (slice k → device k)."""
+    import mxnet as mx
+    ds = FaceRecordDataset(rec[0])
+    b = 3
+    single = TrainLoader(ds, 2 * b, seed=7, augment=STRONG)
+    parts = [TrainLoader(ds, b, seed=7, augment=STRONG, part_index=k, num_parts=2, num_workers=k)
+             for k in range(2)]
+    try:
+        assert {p.steps_per_epoch for p in parts} == {single.steps_per_epoch} == {len(ds) // (2 * b)}
+        for epoch in (0, 1):
+            whole = _epoch(single, epoch)
+            by_part = [_epoch(p, epoch) for p in parts]
+            assert len(whole) == single.steps_per_epoch
+            for s, (data, label) in enumerate(whole):
+                np.testing.assert_array_equal(np.concatenate([bp[s][0] for bp in by_part]), data)
+                np.testing.assert_array_equal(np.concatenate([bp[s][1] for bp in by_part]), label)
+                on_devices = mx.gluon.utils.split_and_load(data, [mx.cpu(0), mx.cpu(1)])
+                for k in range(2):
+                    np.testing.assert_array_equal(on_devices[k].asnumpy(), by_part[k][s][0])
+            seen = [np.concatenate([p.sampler.batch(epoch, s) for s in range(p.steps_per_epoch)]) for p in parts]
+            assert not set(seen[0].tolist()) & set(seen[1].tolist())
+        # resume mid-epoch on one part still matches the single process
+        tail = _epoch(parts[1], 1, start=2)
+        for s, (data, _) in enumerate(_epoch(single, 1)[2:]):
+            np.testing.assert_array_equal(tail[s][0], data[b:])
+    finally:
+        parts[1].close()
 
 
 def test_parts_cover_disjoint_samples(rec):
