@@ -23,8 +23,8 @@ from gluonface.errors import GluonFaceError
 
 
 def _worker_main(dataset, cfg, seed, normalize, slots, tasks, results):
-    import cv2
-    cv2.setNumThreads(1)
+    # No OpenCV thread-pool calls here: cv2.setNumThreads in a forked child joins pool threads that only
+    # existed in the parent and hangs forever. The parent sets the pool to one thread before forking.
     while True:
         task = tasks.get()
         if task is None:
@@ -94,6 +94,9 @@ class TrainLoader:
             data = np.frombuffer(self._mem, np.float32, int(np.prod(shape)), base).reshape(shape)
             label = np.frombuffer(self._mem, np.float32, shape[0], base + n_data)
             self._slots.append((data, label))
+        import cv2
+        # Before the fork, so children inherit a pool that runs everything inline (see _worker_main).
+        cv2.setNumThreads(1)
         ctx = mp.get_context("fork")
         self._tasks, self._results = ctx.Queue(), ctx.Queue()
         for _ in range(self.num_workers):
