@@ -73,7 +73,7 @@ def build_backbone(model_cfg, ctx, seed, image_size=(112, 112)):
     seed_everything(seed)
     m = model_cfg
     net = get_model(m.name, embedding_size=m.embedding_size, head=m.head, dropout=m.dropout,
-                    input_norm=m.input_norm)
+                    input_norm=m.input_norm, input_size=int(image_size[0]))
     net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2), ctx=ctx)
     net(mx.nd.zeros((1, 3) + tuple(image_size), ctx=ctx[0]))
     return net

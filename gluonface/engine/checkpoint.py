@@ -244,14 +244,16 @@ def load_backbone(run_dir, which="latest", ctx=None):
         raise GluonFaceError(f"'{run_dir}' is not a run directory (no config.yaml); fix: pass the directory "
                              "`gluonface train` wrote (train.run_dir)")
     with open(cfg_path, encoding="utf-8") as f:
-        cfg = config_from_dict(yaml.safe_load(f), origin=cfg_path)
+        raw = yaml.safe_load(f)
+    cfg = config_from_dict(raw, origin=cfg_path)
+    image_size = tuple((raw.get("derived") or {}).get("image_size") or (112, 112))
     path = checkpoint_path(run_dir, which)
     m = cfg.model
     net = get_model(m.name, embedding_size=m.embedding_size, head=m.head, dropout=m.dropout,
-                    input_norm=m.input_norm)
+                    input_norm=m.input_norm, input_size=int(image_size[0]))
     params = os.path.join(path, "backbone.params")
     net.load_parameters(params, ctx=ctx or mx.cpu())
     step = read_state(path).get("step") if os.path.isfile(os.path.join(path, "state.json")) else None
     info = {"model": dataclasses.asdict(m), "path": params, "step": step, "config_hash": cfg.trajectory_hash(),
-            "config": cfg}
+            "config": cfg, "image_size": image_size}
     return net, info

@@ -73,9 +73,10 @@ def _open_run_dir(cfg, run_dir, parts, dist_ctx, ckpt_dir):
     from gluonface.engine.runlog import RunLogger
     sched = parts.schedule
     os.makedirs(run_dir, exist_ok=True)
-    save_config(cfg, os.path.join(run_dir, "config.yaml"), derived=sched.as_dict())
+    derived = dict(sched.as_dict(), image_size=list(parts.image_size))
+    save_config(cfg, os.path.join(run_dir, "config.yaml"), derived=derived)
     logger = RunLogger(run_dir, resume_step=ck.read_state(ckpt_dir)["step"] if ckpt_dir else None)
-    logger.info("resolved config:\n" + yaml.safe_dump(dict(cfg.to_dict(), derived=sched.as_dict()),
+    logger.info("resolved config:\n" + yaml.safe_dump(dict(cfg.to_dict(), derived=derived),
                                                       sort_keys=False, default_flow_style=None))
     logger.info(f"engine {dist_ctx.engine}: {dist_ctx.num_workers} worker(s) × {len(dist_ctx.ctx)} "
                 f"device(s); {sched.num_images} images, {parts.num_classes} identities; run dir {run_dir}")
