@@ -54,6 +54,11 @@ def _mxnet_facts():
         facts["gpus"] = int(mx.context.num_gpus())
     except Exception:  # CPU builds without a driver raise here on some versions
         facts["gpus"] = 0
+    try:
+        from gluonface.precision import lowp_supported
+        facts["cpu_bf16"] = bool(lowp_supported("bfloat16", mx.cpu()))
+    except Exception:
+        facts["cpu_bf16"] = False
     return facts
 
 
@@ -127,7 +132,7 @@ def _mxnet_checks(f):
                 "parameter-server training " + ("available" if feats.get("DIST_KVSTORE") else "missing"),
                 "install the PyPI mxnet wheel, which is built with DIST_KVSTORE")
     yield Check("mxnet oneDNN (MKLDNN)", "ok" if feats.get("MKLDNN") else "warn",
-                "oneDNN CPU kernels, bf16 AMP and INT8 export " + ("available" if feats.get("MKLDNN") else "missing"),
+                "oneDNN CPU kernels and INT8 export " + ("available" if feats.get("MKLDNN") else "missing"),
                 "install the PyPI mxnet wheel (built with MKLDNN) for fast CPU training and INT8 export")
     cuda = feats.get("CUDA")
     if f["gpus"] and not cuda:
@@ -135,6 +140,10 @@ def _mxnet_checks(f):
                     "pip uninstall mxnet && pip install mxnet-cu117==1.9.1")
     else:
         yield Check("GPUs", "ok", f"{f['gpus']} visible, CUDA build: {bool(cuda)}, NCCL: {bool(feats.get('NCCL'))}")
+    if "cpu_bf16" in f:
+        yield Check("CPU bf16 AMP", "ok" if f["cpu_bf16"] else "warn",
+                    "bf16 convolutions " + ("run" if f["cpu_bf16"] else "do not run on this CPU"),
+                    "train.amp=bf16 needs a CPU with AVX-512 (BF16/AMX for speed); keep train.amp=off or auto here")
 
 
 def _horovod_check(f):
