@@ -79,7 +79,12 @@ def test_symbol_loads_with_plain_mxnet(exported):
     mod.bind(data_shapes=[("data", x.shape)], for_training=False)
     mod.set_params(arg, aux)
     mod.forward(mx.io.DataBatch([mx.nd.array(x)]), is_train=False)
-    np.testing.assert_allclose(mod.get_outputs()[0].asnumpy(), ref, atol=1e-5, rtol=0)
+    out = mod.get_outputs()[0].asnumpy()
+    # Module binds through oneDNN's fused subgraph (another summation order): raw outputs of magnitude ~10
+    # agree to ~1e-6 relative; the embeddings (L2-normalised, what is compared in use) within 1e-5.
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(unit(out), unit(ref), atol=1e-5, rtol=0)
     # Only the backbone's parameters are exported (no classifier, no optimiser state).
     saved = mx.nd.load(prefix + "-0000.params")
     own = list(net.collect_params().values())
