@@ -3,7 +3,7 @@
 Stages (each one `gluonface` subcommand in a subprocess with its own progress display; rerun any of them
 alone with the command it prints):
 
-    synth (raw, unaligned, with true landmarks) → align → pack → inspect → synth held-out → pairs
+    synth (raw, unaligned, with true landmarks) → align → pack → inspect → synth + align held-out → pairs
     → launch (parameter servers: scheduler + server + 2 workers) → launch (Horovod, 2 workers)
     → eval → export (symbol, ONNX, INT8) → embed → REPORT.md
 
@@ -33,7 +33,8 @@ class Stage(NamedTuple):
 
 def _paths(out: str) -> Dict[str, str]:
     j = lambda *p: os.path.join(out, *p)  # noqa: E731
-    return dict(raw=j("faces_raw"), aligned=j("faces_aligned"), holdout=j("faces_holdout"),
+    return dict(raw=j("faces_raw"), aligned=j("faces_aligned"), holdout_raw=j("faces_holdout_raw"),
+                holdout=j("faces_holdout"),
                 rec=j("rec", "train"), bin=j("rec", "heldout.bin"), sheet=j("contact_sheet.png"),
                 pair_sheet=j("pairs.png"), run_kv=j("runs", "kvstore"), run_hvd=j("runs", "horovod"),
                 eval=j("eval"), model=j("exported", "model"), embeddings=j("embeddings.npy"),
@@ -67,9 +68,12 @@ STAGES: List[Stage] = [
           "similarity warp of every photo to the ArcFace 112x112 template"),
     Stage("pack", lambda c: ["pack", c["aligned"], c["rec"], "--workers", "2"], "aligned identities → insightface rec"),
     Stage("inspect", lambda c: ["inspect", c["rec"], "--grid", c["sheet"]], "counts, integrity pass, contact sheet"),
-    Stage("synth-holdout", lambda c: ["synth", c["holdout"], "--identities", str(c["holdout_ids"]),
+    Stage("synth-holdout", lambda c: ["synth", c["holdout_raw"], "--raw", "--identities", str(c["holdout_ids"]),
                                       "--images-per-id", "10", "--seed", "1", "--workers", "2"],
-          "identities never used in training (another seed)"),
+          "unaligned photos of identities never used in training (another seed)"),
+    Stage("align-holdout", lambda c: ["align", c["holdout_raw"], c["holdout"], "--landmarks",
+                                      os.path.join(c["holdout_raw"], "landmarks.tsv"), "--workers", "2"],
+          "the same alignment for the held-out photos"),
     Stage("pairs", lambda c: ["pairs", c["holdout"], c["bin"], "--pairs", str(c["pairs"]), "--seed", "0",
                               "--exclude-identities-of", c["rec"]], "balanced verification pairs of held-out identities"),
     Stage("inspect-pairs", lambda c: ["inspect", c["bin"], "--grid", c["pair_sheet"]], "pair set summary and sheet"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STAGES = ("synth", "align", "pack", "inspect", "synth-holdout", "pairs", "inspect-pairs", "train-kvstore",
+STAGES = ("synth", "align", "pack", "inspect", "synth-holdout", "align-holdout", "pairs", "inspect-pairs", "train-kvstore",
           "train-horovod", "eval", "export", "embed")
 
 
