@@ -19,15 +19,7 @@ from gluonface.data.record_writer import RecordWriter  # noqa: F401 (public API)
 class FaceRecordDataset(FaceRecordReader, gluon.data.Dataset):
     """A Gluon ``Dataset`` over an insightface rec; ``ds[i]`` → ``(HWC uint8 RGB, int label)``.
 
-    Args:
-        prefix: ``dir/train`` (reads ``dir/train.rec``, ``dir/train.idx``, ``dir/property``), the ``.rec``
-            path itself, or a directory holding ``train.rec``.
-        min_images_per_identity: drop identities with fewer images. Labels keep their original values
-            and ``num_classes`` is unchanged, so a classifier trained on the filtered set stays aligned.
-
-    Attributes:
-        num_classes (int), image_size ``(H, W)``, labels ``(N,) int64`` in dataset order,
-        identity_ranges ``{label: (start, end)}`` in dataset positions (identities are contiguous),
-        layout (``insightface`` | ``insightface-noids`` | ``headerless``), paths.
-    Methods: ``read_raw(i)`` → ``(encoded bytes, int label)``; ``read_record(i)`` → ``(IRHeader, bytes)``.
+    Arguments and attributes as :class:`~gluonface.data.record_reader.FaceRecordReader` (``prefix``,
+    ``min_images_per_identity``; ``num_classes``, ``image_size``, ``labels``, ``identity_ranges``, ``layout``,
+    ``paths``); methods ``read_raw(i)`` → ``(encoded bytes, int label)``, ``read_record(i)`` → ``(IRHeader, bytes)``.
     """
