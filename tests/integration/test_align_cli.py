@@ -12,6 +12,7 @@ import skimage.data
 from gluonface.align.batch import align_tree
 from gluonface.align.transform import ARCFACE_112, arcface_template, transform_points
 from gluonface.data.landmarks import read_landmarks, write_landmarks
+from blob_landmarks import blob_centres, render_blobs
 
 
 def gluonface(*args):
@@ -77,24 +78,6 @@ def test_cli_tree_with_workers(photo_tree, tmp_path):
         b = cv2.imread(str(tmp_path / "inproc" / rel)).astype(int)
         assert np.abs(a - b).max() == 0, rel
 
-
-def render_blobs(points, shape, sigma):
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.zeros((h, w, 3))
-    for k, (x, y) in enumerate(points):
-        img[:, :, k % 3] += 250 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def blob_centres(img, near, radius=5):
-    out = []
-    for k, (x, y) in enumerate(near):
-        x0, y0 = int(round(x)) - radius, int(round(y)) - radius
-        win = img[y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1, k % 3].astype(np.float64)
-        yy, xx = np.mgrid[0:win.shape[0], 0:win.shape[1]]
-        out.append([(win * xx).sum() / win.sum() + x0, (win * yy).sum() / win.sum() + y0])
-    return np.array(out)
 
 
 def test_landmarks_and_lst_inputs(tmp_path):
