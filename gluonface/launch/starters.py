@@ -2,10 +2,13 @@
 
 Each starter turns a ``ProcSpec`` into ``(argv, env)`` for ``subprocess.Popen`` (never a shell string built
 from user data; the ssh starter quotes every word with ``shlex.quote`` because ssh hands the remote side one
-command line). The supervisor starts every process in its own session/process group.
+command line). The supervisor starts every process in its own session/process group, signals those groups
+to stop a job, and also runs the starter's ``cleanup_commands`` for processes that a local signal cannot
+reach (ssh).
 """
 import os
 import shlex
+import uuid
 
 from gluonface.errors import GluonFaceError
 from gluonface.launch.hostfile import validate_name
@@ -13,7 +16,13 @@ from gluonface.launch.hostfile import validate_name
 _LOCAL_NAMES = ("127.0.0.1", "localhost")
 
 
-class LocalStarter:
+class _Starter:
+    def cleanup_commands(self, hosts, grace):
+        """Commands that stop this launch's processes on ``hosts`` beyond the local process groups (none)."""
+        return []
+
+
+class LocalStarter(_Starter):
     """Run on this machine (every host must be local)."""
     name = "local"
 
@@ -27,7 +36,7 @@ class LocalStarter:
         return list(argv)
 
 
-class NetnsStarter:
+class NetnsStarter(_Starter):
     """Run inside the network namespace named like the host (``ip netns exec NAME``); needs root.
 
     ``ip netns exec`` execs the command in place, so the process group and signals stay ours.
@@ -42,18 +51,30 @@ class NetnsStarter:
         return ["ip", "netns", "exec", validate_name(host.name, "netns")] + list(argv)
 
 
-class SshStarter:
-    """Run over ssh (key-based, no prompts); the environment travels as ``env K=V`` words.
+class SshStarter(_Starter):
+    """Run over ssh (key-based, no prompts, no terminal).
 
-    Killing the local ssh client does not always stop the remote process; ``-tt`` would tie it to a
-    terminal but merges the streams, so remote teardown relies on the job's own failure (Horovod) or on
-    the supervisor killing every worker (ps-lite servers then exit with the workers).
+    The remote command line is ``cd WORKDIR && exec env K=V ... ARGV``, every word quoted with
+    ``shlex.quote`` for the remote login shell; WORKDIR is the launcher's working directory (the same path
+    must exist on every host). sshd passes on only LANG/LC_* from the client, so the environment travels
+    as ``env`` words: the planned variables, the launcher's ``PYTHONPATH`` and every variable starting
+    with one of ``FORWARD_PREFIXES``, and ``GLUONFACE_JOB=<id>`` naming this launch.
+
+    Teardown: killing the local ssh client does not stop the remote process. Without a terminal sshd
+    does not signal it; it dies only if it writes after the connection is gone (SIGPIPE), and a ps-lite
+    process blocked in a barrier never writes. So the supervisor also runs ``cleanup_commands``: per
+    host, one ssh command that sends SIGTERM to every process there whose environment holds this
+    launch's ``GLUONFACE_JOB`` (children included), waits up to the grace period and SIGKILLs the rest.
+    A launcher killed with SIGKILL runs no teardown at all; its remote processes can then be found with
+    ``grep -lzx GLUONFACE_JOB=<id> /proc/*/environ`` (the id is in the launcher's processes.json).
     """
     name = "ssh"
+    FORWARD_NAMES = ("PYTHONPATH",)
+    FORWARD_PREFIXES = ("MXNET_", "OMP_", "KMP_", "DMLC_", "PS_", "HOROVOD_", "GLUONFACE_", "GLOO_")
 
-    def __init__(self, workdir=None, forward_env=("PYTHONPATH", "OMP_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS")):
+    def __init__(self, workdir=None, job_id=None):
         self.workdir = workdir or os.getcwd()
-        self.forward_env = forward_env
+        self.job_id = job_id or uuid.uuid4().hex[:12]
 
     def _ssh(self, host):
         argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
@@ -61,9 +82,14 @@ class SshStarter:
             argv += ["-p", str(int(host.port))]
         return argv + [validate_name(host.name, "ssh host")]
 
+    def _forwarded(self):
+        return {k: v for k, v in os.environ.items()
+                if k in self.FORWARD_NAMES or k.startswith(self.FORWARD_PREFIXES)}
+
     def command(self, spec):
-        env = {k: os.environ[k] for k in self.forward_env if k in os.environ}
+        env = self._forwarded()
         env.update(spec.env)
+        env["GLUONFACE_JOB"] = self.job_id
         pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
         args = " ".join(shlex.quote(a) for a in spec.argv)
         remote = f"cd {shlex.quote(self.workdir)} && exec env {pairs} {args}"
@@ -72,9 +98,27 @@ class SshStarter:
     def remote_check(self, host, argv):
         return self._ssh(host) + [" ".join(shlex.quote(a) for a in argv)]
 
+    def cleanup_commands(self, hosts, grace):
+        """One ssh command per host that stops every process of this launch there (TERM, grace, KILL)."""
+        script = _REMOTE_STOP.format(tag=shlex.quote(f"GLUONFACE_JOB={self.job_id}"),
+                                     steps=max(1, int(grace + 0.999)))
+        return [self._ssh(h) + [script] for h in hosts]
 
-class SrunStarter:
-    """Run as one SLURM step on the host (inside an allocation): ``srun -N1 -n1 -w HOST --overlap``."""
+
+# POSIX sh run by the remote login shell; `grep -z` (GNU, busybox) reads NUL-separated /proc/PID/environ.
+_REMOTE_STOP = ("t={tag}; pids() {{ grep -lzxF -- \"$t\" /proc/[0-9]*/environ 2>/dev/null "
+                "| sed 's#^/proc/##; s#/environ$##'; }}; "
+                "p=$(pids); [ -z \"$p\" ] && exit 0; kill -s TERM $p 2>/dev/null; i=0; "
+                "while [ $i -lt {steps} ]; do sleep 1; p=$(pids); [ -z \"$p\" ] && exit 0; i=$((i+1)); done; "
+                "kill -s KILL $p 2>/dev/null; exit 0")
+
+
+class SrunStarter(_Starter):
+    """Run as one SLURM step on the host (inside an allocation): ``srun -N1 -n1 -w HOST --overlap``.
+
+    Teardown: srun forwards the supervisor's SIGTERM to its task. An srun killed outright (SIGKILL)
+    leaves its step running until the job ends; SLURM then kills every process of the job.
+    """
     name = "srun"
 
     def command(self, spec):

@@ -3,8 +3,8 @@
 ps-lite never reports a dead peer (a dead worker hangs every other process forever) and Horovod only fails
 fast when nothing is stuck outside its collectives, so this is what turns any failure into a prompt, named
 error: every process runs in its own session (process group); the first non-zero exit tears the whole job
-down (SIGTERM to each group, SIGKILL after a grace period) and the launcher reports which process died and
-its last log lines. Servers and the scheduler are expected to exit by themselves once all workers succeed.
+down (SIGTERM to each group, SIGKILL after a grace period; on ssh hosts the same by a remote command, since
+a remote process outlives its ssh client) and the launcher reports which process died and its last log lines. Servers and the scheduler are expected to exit by themselves once all workers succeed.
 """
 import collections
 import json
@@ -64,10 +64,16 @@ def _signal_group(proc, sig):
         pass
 
 
-def _teardown(procs, grace):
-    """SIGTERM every live process group, then SIGKILL what is left after ``grace`` seconds; reap all."""
+def _teardown(procs, grace, starter=None):
+    """SIGTERM every live process group, then SIGKILL what is left after ``grace`` seconds; reap all.
+
+    Processes on other hosts (ssh) survive their local client's death, so for every host where a process
+    did not finish cleanly the starter's ``cleanup_commands`` run at the same time (TERM, grace, KILL there).
+    """
+    unclean = [p.spec.host for p in procs if p.popen.poll() != 0]
     for p in procs:
         _signal_group(p, signal.SIGTERM)
+    remote = _start_cleanup(starter, list(dict.fromkeys(unclean)), grace)
     deadline = time.monotonic() + grace
     for p in procs:
         try:
@@ -78,6 +84,18 @@ def _teardown(procs, grace):
         _signal_group(p, signal.SIGKILL)   # the group may hold children even when the leader is gone
         p.popen.wait()
         p.reader.join(timeout=5)
+    for cleanup in remote:
+        try:
+            cleanup.wait(timeout=grace + 30)
+        except subprocess.TimeoutExpired:
+            cleanup.kill()
+            cleanup.wait()
+
+
+def _start_cleanup(starter, hosts, grace):
+    commands = starter.cleanup_commands(hosts, grace) if starter is not None and hosts else []
+    return [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True) for argv in commands]
 
 
 def supervise(specs, starter, *, log_dir, timeout=None, grace=5.0, finish_grace=30.0, echo=sys.stderr,
@@ -104,10 +122,10 @@ def supervise(specs, starter, *, log_dir, timeout=None, grace=5.0, finish_grace=
             popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
             procs.append(_Proc(spec, popen, os.path.join(log_dir, f"{spec.name}.log"), echo))
-        _write_pids(log_dir, procs)
+        _write_pids(log_dir, procs, getattr(starter, "job_id", None))
         return _watch(procs, timeout, finish_grace, poll)
     finally:
-        _teardown(procs, grace)
+        _teardown(procs, grace, starter)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -160,8 +178,11 @@ def _failure(proc, code):
     return JobResult(code if 0 < code < 125 else 1 if code > 0 else 128 - code, spec.name, message)
 
 
-def _write_pids(log_dir, procs):
+def _write_pids(log_dir, procs, job_id=None):
     table = {p.spec.name: {"pid": p.popen.pid, "role": p.spec.role, "host": p.spec.host.name} for p in procs}
+    if job_id:   # remote processes carry GLUONFACE_JOB=<job> in their environment (see SshStarter)
+        for entry in table.values():
+            entry["job"] = job_id
     tmp = os.path.join(log_dir, "processes.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(table, f, indent=1)

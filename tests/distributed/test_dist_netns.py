@@ -1,14 +1,10 @@
 """Multi-host jobs: two "hosts" as Linux network namespaces joined by a veth pair, for both engines.
 
 The launcher itself runs inside the first namespace (as it would on the first host) with a hostfile naming
-both namespaces and the netns starter; no address is configured in the root namespace. Each namespace gets
-an ``/etc/netns/<ns>/hosts`` that maps this machine's host name to the namespace's address (Horovod 0.28.1
-binds one Gloo context to whatever the host name resolves to). Everything is removed afterwards.
+both namespaces and the netns starter; no address is configured in the root namespace. The namespaces come
+from the ``two_hosts`` fixture (conftest.py, netns_hosts.py); everything is removed afterwards.
 """
 import os
-import random
-import shutil
-import socket
 import subprocess
 import sys
 
@@ -17,48 +13,6 @@ import pytest
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 WORKER = os.path.join(os.path.dirname(__file__), "dist_step_worker.py")
-
-
-def _ip(*args):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
-
-
-@pytest.fixture
-def two_hosts(tmp_path):
-    if shutil.which("ip") is None or os.geteuid() != 0:
-        pytest.skip("network namespaces need root and iproute2 (ip); not available here")
-    tag = f"{os.getpid() % 10000}{random.randint(0, 99)}"
-    names = [f"gf{tag}a", f"gf{tag}b"]
-    subnet = f"10.231.{random.randint(1, 250)}"
-    addrs = [f"{subnet}.1", f"{subnet}.2"]
-    created = []
-    try:
-        for ns in names:
-            if _ip("netns", "add", ns).returncode != 0:
-                pytest.skip(f"cannot create network namespace {ns} here: {_ip('netns', 'add', ns).stderr}")
-            created.append(ns)
-        v0, v1 = f"v{tag}a", f"v{tag}b"
-        steps = [("link", "add", v0, "type", "veth", "peer", "name", v1),
-                 ("link", "set", v0, "netns", names[0]), ("link", "set", v1, "netns", names[1])]
-        for ns, veth, addr in zip(names, (v0, v1), addrs):
-            steps += [("-n", ns, "link", "set", veth, "name", "gfnet0"),
-                      ("-n", ns, "addr", "add", f"{addr}/24", "dev", "gfnet0"),
-                      ("-n", ns, "link", "set", "lo", "up"), ("-n", ns, "link", "set", "gfnet0", "up")]
-        for step in steps:
-            res = _ip(*step)
-            if res.returncode != 0:
-                pytest.skip(f"cannot set up veth networking ({' '.join(step)}): {res.stderr.strip()}")
-        for ns, addr in zip(names, addrs):
-            os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
-            with open(f"/etc/netns/{ns}/hosts", "w") as f:
-                f.write(f"127.0.0.1 localhost\n{addr} {socket.gethostname()}\n")
-        hostfile = tmp_path / "hosts"
-        hostfile.write_text(f"{names[0]} slots=1 addr={addrs[0]}\n{names[1]} slots=1 addr={addrs[1]}\n")
-        yield names, addrs, hostfile
-    finally:
-        for ns in created:
-            _ip("netns", "del", ns)
-            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
 
 
 @pytest.mark.parametrize("engine", ["kvstore", "horovod"])
