@@ -4,7 +4,8 @@ ps-lite never reports a dead peer (a dead worker hangs every other process forev
 fast when nothing is stuck outside its collectives, so this is what turns any failure into a prompt, named
 error: every process runs in its own session (process group); the first non-zero exit tears the whole job
 down (SIGTERM to each group, SIGKILL after a grace period; on ssh hosts the same by a remote command, since
-a remote process outlives its ssh client) and the launcher reports which process died and its last log lines. Servers and the scheduler are expected to exit by themselves once all workers succeed.
+a remote process outlives its ssh client) and the launcher reports which process died and its last log
+lines. Servers and the scheduler are expected to exit by themselves once all workers succeed.
 """
 import collections
 import json
