@@ -88,6 +88,7 @@ class DataConfig(_Section):
     min_images_per_identity: int = 0
     batch_size: int = 128
     num_workers: int = 2
+    decode_cache_mb: int = 2048
     flip: bool = True
     rotation: float = 0.0
     crop_scale: float = 1.0
@@ -99,6 +100,7 @@ class DataConfig(_Section):
         _require(self.min_images_per_identity >= 0, "data.min_images_per_identity", "must be >= 0", "use 0 (keep all)")
         _require(self.batch_size >= 1, "data.batch_size", "must be >= 1", "use the per-device batch, e.g. 128")
         _require(self.num_workers >= 0, "data.num_workers", "must be >= 0", "use 0 (in-process) or more")
+        _require(self.decode_cache_mb >= 0, "data.decode_cache_mb", "must be >= 0", "use 0 (decode every time)")
         _require(0.0 <= self.rotation <= 180.0, "data.rotation", "must be in [0, 180] degrees", "e.g. 15")
         _require(0.0 < self.crop_scale <= 1.0, "data.crop_scale", "must be in (0, 1]", "1.0 disables the crop")
         for k in ("brightness", "contrast", "saturation"):
@@ -266,7 +268,7 @@ SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "
 
 # Keys that do not change the training trajectory: a run may be resumed with them changed.
 NON_TRAJECTORY_KEYS = {
-    "data": {"num_workers"},
+    "data": {"num_workers", "decode_cache_mb"},
     "train": {"max_steps", "run_dir", "log_every", "progress_bar", "checkpoint_every", "keep_checkpoints",
               "checkpoint_at_epoch_end"},
     "eval": {"bins", "every", "batch_size", "flip", "nfolds", "best_by"},

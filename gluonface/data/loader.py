@@ -7,7 +7,9 @@ dataset index)``. Hence ``iter_from(step)`` after a restart yields exactly the b
 run would have, for any ``num_workers``.
 
 Workers are forked processes that decode into shared-memory slots (no pickling of pixel data); the parent
-copies a finished slot out and hands it back. Workers never touch MXNet.
+hands a finished slot out (a copy, or with ``copy=False`` the slot itself until the next batch is asked for).
+With ``decode_cache_mb``, decoded images are kept in a ``DecodeCache`` shared by the workers, so each
+image is decoded once per run instead of once per epoch. Workers never touch MXNet.
 """
 import mmap
 import multiprocessing as mp
@@ -16,13 +18,13 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from gluonface.data.batch import fill_batch
+from gluonface.data.batch import DecodeCache, fill_batch
 from gluonface.data.sampler import ShardSampler
 from gluonface.data.transforms import AugmentConfig
 from gluonface.errors import GluonFaceError
 
 
-def _worker_main(dataset, cfg, seed, normalize, slots, tasks, results):
+def _worker_main(dataset, cfg, seed, normalize, slots, tasks, results, cache):
     # No OpenCV thread-pool calls here: cv2.setNumThreads in a forked child joins pool threads that only
     # existed in the parent and hangs forever. The parent sets the pool to one thread before forking.
     while True:
@@ -32,7 +34,8 @@ def _worker_main(dataset, cfg, seed, normalize, slots, tasks, results):
         slot, epoch, step, indices = task
         data, label = slots[slot]
         try:
-            fill_batch(dataset, indices, data, label, seed=seed, epoch=epoch, augment_cfg=cfg, normalize=normalize)
+            fill_batch(dataset, indices, data, label, seed=seed, epoch=epoch, augment_cfg=cfg, normalize=normalize,
+                       cache=cache)
             results.put((slot, step, None))
         except Exception as exc:  # sent to the parent, which raises it there
             results.put((slot, step, f"{type(exc).__name__}: {exc}"))
@@ -51,13 +54,19 @@ class TrainLoader:
         num_workers: decoding processes (0 = decode in the calling process).
         prefetch: batches in flight per worker.
         worker_timeout: seconds without any finished batch before the loader gives up on its workers.
+        decode_cache_mb: keep decoded images in memory (shared by the workers) when the whole dataset
+            needs at most this many MB (``DecodeCache.megabytes``); 0 = decode every time. Batches are
+            identical either way.
+        copy: yield arrays owned by the caller (True), or views of the loader's buffer (False) that stay
+            valid only until the next batch is asked for (saves a copy when the caller converts at once).
 
-    Yields ``(data (B, 3, H, W) float32 RGB, label (B,) float32)`` NumPy arrays owned by the caller.
+    Yields ``(data (B, 3, H, W) float32 RGB, label (B,) float32)`` NumPy arrays.
     """
 
     def __init__(self, dataset, batch_size: int, *, seed: int = 0, part_index: int = 0, num_parts: int = 1,
                  augment: Optional[AugmentConfig] = None, normalize: bool = False, num_workers: int = 0,
-                 prefetch: int = 2, worker_timeout: float = 600.0):
+                 prefetch: int = 2, worker_timeout: float = 600.0, decode_cache_mb: float = 0,
+                 copy: bool = True):
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed, self.augment, self.normalize = seed, augment, normalize
@@ -67,7 +76,11 @@ class TrainLoader:
             num_workers = 0  # shared anonymous memory needs fork; decode in-process instead
         self.num_workers = num_workers
         self.worker_timeout = worker_timeout
-        self._nslots = max(1, num_workers * prefetch)
+        self.copy = copy
+        h, w = dataset.image_size
+        need = DecodeCache.megabytes(len(dataset), h, w)
+        self.cache = DecodeCache(len(dataset), h, w) if 0 < need <= decode_cache_mb else None
+        self._nslots = max(1, num_workers * prefetch) + (0 if copy else 1)   # + the one the caller holds
         self.epoch = 0
         self._procs = []
         self._inflight = 0
@@ -102,7 +115,7 @@ class TrainLoader:
         for _ in range(self.num_workers):
             p = ctx.Process(target=_worker_main, daemon=True,
                             args=(self.dataset, self.augment, self.seed, self.normalize, self._slots,
-                                  self._tasks, self._results))
+                                  self._tasks, self._results, self.cache))
             p.start()
             self._procs.append(p)
 
@@ -165,11 +178,13 @@ class TrainLoader:
 
     def _iter_inline(self, step):
         epoch = self.epoch
+        data, label = None, None
         for s in range(step, self.steps_per_epoch):
-            data = np.empty(self._shape(), np.float32)
-            label = np.empty(self.batch_size, np.float32)
+            if self.copy or data is None:
+                data = np.empty(self._shape(), np.float32)
+                label = np.empty(self.batch_size, np.float32)
             fill_batch(self.dataset, self.sampler.batch(epoch, s), data, label, seed=self.seed, epoch=epoch,
-                       augment_cfg=self.augment, normalize=self.normalize)
+                       augment_cfg=self.augment, normalize=self.normalize, cache=self.cache)
             yield data, label
 
     def _iter_workers(self, step):
@@ -194,6 +209,9 @@ class TrainLoader:
                 done[got_step] = slot
             slot = done.pop(s)
             data, label = self._slots[slot]
-            out = (data.copy(), label.copy())
-            free.append(slot)
-            yield out
+            if self.copy:
+                free.append(slot)
+                yield data.copy(), label.copy()
+            else:
+                yield data, label       # the caller is done with it when it asks for the next batch
+                free.append(slot)

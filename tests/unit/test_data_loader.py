@@ -151,3 +151,56 @@ def test_bad_record_in_a_worker_surfaces_as_a_named_error(tmp_path):
         TrainLoader(ds, 6).iter_from(9)
     with pytest.raises(GluonFaceError, match="cannot fill one batch"):
         TrainLoader(ds, 4, num_parts=2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decode_cache_gives_the_same_batches_and_decodes_each_image_once(rec, workers, monkeypatch):
+    prefix, _ = rec
+    ds = FaceRecordDataset(prefix)
+    plain = TrainLoader(ds, 4, seed=2, augment=STRONG, num_workers=workers)
+    cached = TrainLoader(ds, 4, seed=2, augment=STRONG, num_workers=workers, decode_cache_mb=1)
+    assert plain.cache is None and cached.cache is not None
+    try:
+        for epoch in (0, 1, 2):       # epoch 0 fills the cache, later epochs read it (new flips and crops)
+            for (a, la), (b, lb) in zip(_epoch(plain, epoch), _epoch(cached, epoch)):
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_array_equal(la, lb)
+        seen = np.unique(np.concatenate([cached.sampler.batch(e, s) for e in (0, 1, 2)
+                                         for s in range(cached.steps_per_epoch)]))
+        assert cached.cache.filled[seen].all()      # filled by the workers, visible to the parent
+        # once filled, nothing is read from the rec any more
+        monkeypatch.setattr(type(ds), "read_raw", lambda self, idx: pytest.fail(f"decoded {idx} again"))
+        inline = TrainLoader(ds, 4, seed=2, augment=STRONG, num_workers=0, decode_cache_mb=1)
+        inline.cache = cached.cache
+        inline.set_epoch(1)
+        inline.sampler = cached.sampler
+        steps = [s for s in range(inline.steps_per_epoch) if cached.cache.filled[inline.sampler.batch(1, s)].all()]
+        assert steps
+        for s in steps:
+            next(inline.iter_from(s))
+    finally:
+        plain.close()
+        cached.close()
+
+
+def test_decode_cache_is_off_when_the_dataset_does_not_fit(rec):
+    prefix, _ = rec
+    ds = FaceRecordDataset(prefix)
+    need_mb = len(ds) * (16 * 12 * 3 + 9) / 2 ** 20
+    assert TrainLoader(ds, 4, decode_cache_mb=need_mb * 0.99).cache is None
+    assert TrainLoader(ds, 4, decode_cache_mb=need_mb).cache is not None
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_copy_false_yields_views_valid_until_the_next_batch(rec, workers):
+    prefix, _ = rec
+    ds = FaceRecordDataset(prefix)
+    owned = _epoch(TrainLoader(ds, 4, seed=4, augment=STRONG, num_workers=workers), 0)
+    loader = TrainLoader(ds, 4, seed=4, augment=STRONG, num_workers=workers, copy=False)
+    try:
+        loader.set_epoch(0)
+        for (a, la), (b, lb) in zip(owned, loader.iter_from(0)):
+            np.testing.assert_array_equal(a, b)      # compared before asking for the next one
+            np.testing.assert_array_equal(la, lb)
+    finally:
+        loader.close()
