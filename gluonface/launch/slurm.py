@@ -1,9 +1,11 @@
 """SLURM: an sbatch script for either engine. The allocation's node list becomes the job's hosts.
 
 * kvstore: one ``srun`` step with ``1 + S + W`` tasks; ``python -m gluonface.launch.slurm_role`` maps
-  ``SLURM_PROCID`` to the ps-lite role (0 = scheduler on the first node, 1..S = servers, the rest =
-  workers) and execs it. ``--kill-on-bad-exit=1`` makes SLURM stop every task when one fails (ps-lite
-  alone would hang), ``--time`` is the hard limit.
+  ``SLURM_PROCID`` to the ps-lite role (0 = scheduler, 1..S = servers, the rest = workers) and execs it.
+  Tasks are placed cyclically over an even layout (``--ntasks-per-node``), so task p runs on node p mod N:
+  the scheduler on the first node (where the batch script runs and finds the address the scheduler binds,
+  ZeroMQ cannot bind a host name), servers and workers spread one per node. ``--kill-on-bad-exit=1``
+  makes SLURM stop every task when one fails (ps-lite alone would hang); ``--time`` is the hard limit.
 * horovod: Gloo needs Horovod's rendezvous server, so the batch step runs ``gluonface launch`` itself with a
   hostfile made from the node list and the ``srun`` starter (``srun -N1 -n1 -w NODE --overlap`` per worker);
   ranks come from Horovod's own assignment, supervision from the launcher.
@@ -11,6 +13,7 @@
 import os
 import shlex
 
+from gluonface.errors import GluonFaceError
 from gluonface.launch.plan import SERVER_ENTRY
 
 _HEADER = """#!/bin/bash
@@ -18,63 +21,75 @@ _HEADER = """#!/bin/bash
 #SBATCH --job-name={name}
 #SBATCH --nodes={nodes}
 #SBATCH --ntasks={ntasks}
-#SBATCH --output={name}-%j.out
+{per_node_line}#SBATCH --output={name}-%j.out
 {time_line}set -euo pipefail
 export OMP_NUM_THREADS="${{OMP_NUM_THREADS:-{threads}}}"
 export MXNET_CPU_WORKER_NTHREADS="${{MXNET_CPU_WORKER_NTHREADS:-1}}"
 """
 
 _KVSTORE = """
-# ps-lite: the scheduler runs on the first node of the allocation (SLURM_PROCID 0 under block distribution).
-first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export DMLC_PS_ROOT_URI="$first_node"
+# ps-lite: task p runs on node p mod N (cyclic), so the scheduler (task 0) runs on this, the first, node.
+{iface_line}root_addr=$({python} -m gluonface.launch.slurm_role --address)
+export DMLC_PS_ROOT_URI="$root_addr"
 export DMLC_PS_ROOT_PORT={port}
 export DMLC_NUM_SERVER={servers}
 export DMLC_NUM_WORKER={workers}
-{iface_line}srun --ntasks={ntasks} --distribution=block --kill-on-bad-exit=1 \\
+srun --ntasks={ntasks} --distribution=cyclic --kill-on-bad-exit=1 \\
   {python} -m gluonface.launch.slurm_role -- {worker_cmd}
 """
 
 _HOROVOD = """
 # Horovod (Gloo): this batch step runs the launcher; it starts one worker per slot with srun.
 hostfile="${{TMPDIR:-/tmp}}/gluonface-hosts-$SLURM_JOB_ID"
+trap 'rm -f "$hostfile"' EXIT
 scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/ slots=${{SLURM_NTASKS_PER_NODE:-{per_node}}}/" > "$hostfile"
 {python} -m gluonface launch {launch_args}
 """
 
 
 def render_sbatch(req, *, python="python", port=9091, per_node=1, threads=2):
-    """The sbatch script (text) for ``req`` (a ``LaunchRequest``)."""
+    """The sbatch script (text) for ``req`` (a ``LaunchRequest``); ``per_node`` workers per node."""
     name = "gluonface-" + os.path.splitext(os.path.basename(req.config))[0]
     q = shlex.quote
     time_line = f"#SBATCH --time={int((req.timeout + 59) // 60)}\n" if req.timeout else ""
+    nodes = max(1, -(-req.workers // per_node))
     if req.engine == "kvstore":
         from gluonface.launch.plan import train_argv
-        worker = train_argv(req.config, "kvstore", kvstore=req.kvstore, overrides=req.overrides,
-                            resume=req.resume, python=python)
+        worker = req.command or train_argv(req.config, "kvstore", kvstore=req.kvstore, overrides=req.overrides,
+                                           resume=req.resume, python=python)
         ntasks = 1 + req.servers + req.workers
-        nodes = max(1, -(-req.workers // per_node))
+        per_node_line = f"#SBATCH --ntasks-per-node={-(-ntasks // nodes)}\n"
         body = _KVSTORE.format(port=port, servers=req.servers, workers=req.workers, ntasks=ntasks,
                                python=q(python), worker_cmd=" ".join(q(a) for a in worker),
                                iface_line=f"export DMLC_INTERFACE={q(req.interface)}\n" if req.interface else "")
     else:
-        ntasks = req.workers
-        nodes = max(1, -(-req.workers // per_node))
-        args = [req.config, "--engine", "horovod", "--workers", str(req.workers), "--hosts", "HOSTFILE",
-                "--starter", "srun"]
-        if req.interface:
-            args += ["--interface", req.interface]
-        for item in req.overrides:
-            args += ["--set", item]
-        if req.resume:
-            args += ["--resume", req.resume]
-        if req.timeout:
-            args += ["--timeout", f"{req.timeout:g}"]
-        launch_args = " ".join('"$hostfile"' if a == "HOSTFILE" else q(a) for a in args)
+        if nodes > 1 and not req.interface:
+            raise GluonFaceError(f"{req.workers} Horovod workers need {nodes} nodes, and a multi-node Horovod job "
+                                 "needs the network interface its nodes share; fix: pass --interface (e.g. ib0)")
+        ntasks, per_node_line = req.workers, ""
+        launch_args = " ".join('"$hostfile"' if a == "HOSTFILE" else q(a) for a in _launcher_args(req))
         body = _HOROVOD.format(python=q(python), launch_args=launch_args, per_node=per_node)
     header = _HEADER.format(config=req.config, engine=req.engine, workers=req.workers, name=name,
-                            nodes=nodes, ntasks=ntasks, time_line=time_line, threads=threads)
+                            nodes=nodes, ntasks=ntasks, per_node_line=per_node_line, time_line=time_line,
+                            threads=threads)
     return header + body
+
+
+def _launcher_args(req):
+    """``gluonface launch`` arguments of the Horovod batch step (HOSTFILE: the node-list hostfile)."""
+    args = [req.config, "--engine", "horovod", "--workers", str(req.workers), "--hosts", "HOSTFILE",
+            "--starter", "srun"]
+    if req.interface:
+        args += ["--interface", req.interface]
+    for item in req.overrides:
+        args += ["--set", item]
+    if req.resume:
+        args += ["--resume", req.resume]
+    if req.timeout:
+        args += ["--timeout", f"{req.timeout:g}"]
+    if req.command:
+        args += ["--exec", " ".join(shlex.quote(a) for a in req.command)]
+    return args
 
 
 def role_for_task(procid, num_servers):
