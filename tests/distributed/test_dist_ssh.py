@@ -49,10 +49,11 @@ def ssh_site(tmp_path, two_hosts):
     names, addrs, hostfile = two_hosts
     workdir = tmp_path / "wörk dir"
     workdir.mkdir()
-    env = dict(os.environ, PATH=install(tmp_path / "bin", ["ssh"]) + os.pathsep + os.environ["PATH"],
-               GLUONFACE_PROBE_VALUE=ODD_VALUE, GF_NOT_FORWARDED="1")
+    bin_dir = install(tmp_path / "bin", ["ssh"], "--standin-log", tmp_path / "ssh.log")
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"], GLUONFACE_PROBE_VALUE=ODD_VALUE,
+               GF_NOT_FORWARDED="1")
     yield names, hostfile, str(workdir), env
-    for pid, _ in _leftovers(str(workdir)):
+    for pid, _ in _leftovers(str(workdir)) + _leftovers(str(tmp_path)):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -106,6 +107,15 @@ def test_two_host_job_over_ssh(tmp_path, ssh_site, engine):
         result = json.load(f)
     assert result["size"] == 2 and result["eval_after"] < result["eval_before"]
     assert _leftovers(workdir) == []
+    calls = _ssh_calls(tmp_path)
+    for host in names:   # pre-flight (versions, a multi-line script) and the job itself went over ssh
+        assert any(c["host"] == host and "importlib.metadata" in c["command"] for c in calls)
+        assert any(c["host"] == host and "exec env" in c["command"] for c in calls)
+
+
+def _ssh_calls(tmp_path):
+    with open(tmp_path / "ssh.log", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
 
 
 def _wait_for(predicate, timeout, proc):
@@ -160,3 +170,26 @@ def test_standin_ssh_client_death_leaves_the_remote_running_unless_it_has_a_term
     finally:
         client.kill()
         client.wait()
+
+
+def test_elastic_horovod_over_horovodruns_own_ssh(tmp_path, ssh_site):
+    """--elastic runs horovodrun, which reaches the second host with its own ssh command line (options after
+    the host, one quoted remote command); a worker there dies and the survivor finishes alone."""
+    names, hostfile, _, env = ssh_site
+    out = tmp_path / "out"
+    worker = [sys.executable, os.path.join(HERE, "elastic_worker.py"), "--out", str(out), "--steps", "60",
+              "--commit-every", "10", "--die-at", "25"]
+    # horovodrun's remote `cd` does not quote the directory (horovod/runner/gloo_run.py), so no odd cwd here
+    argv = ["ip", "netns", "exec", names[0], sys.executable, "-m", "gluonface", "launch", "-", "--engine",
+            "horovod", "--elastic", "--workers", "2", "--min-workers", "1", "--hosts", str(hostfile),
+            "--interface", "gfnet0", "--timeout", "150", "--log-dir", str(tmp_path / "logs"),
+            "--exec", " ".join(shlex.quote(a) for a in worker)]
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with open(out / "result.json") as f:
+        result = json.load(f)
+    assert result["step"] == 60 and result["sizes"] == [2, 1] and result["final_size"] == 1
+    remote = [c for c in _ssh_calls(tmp_path) if "elastic_worker.py" in c["command"]]
+    assert [c["host"] for c in remote] == [names[1]]   # the first host is local to horovodrun, no ssh
+    assert remote[0]["argv"][:5] == ["-o", "PasswordAuthentication=no", "-o", "StrictHostKeyChecking=no", names[1]]
+    assert _leftovers(str(tmp_path)) == []

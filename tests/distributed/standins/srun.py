@@ -12,7 +12,7 @@ without ``--overlap`` waits while other steps hold the CPUs it needs on its node
 busy"). Signals sent to srun are forwarded to every task (a first SIGINT only reports; two within a
 second terminate the step). With kill-on-bad-exit, a task ending non-zero terminates the step (SIGCONT +
 SIGTERM, SIGKILL after KillWait). Exit status: the highest task exit code, or 128 + signal. An srun
-killed with SIGKILL leaves its tasks running; the job's end kills them (sbatch stand-in).
+killed with SIGKILL leaves its tasks running (the worst case SLURM allows); the job's end kills them.
 """
 import json
 import os

@@ -12,7 +12,11 @@ remote" behaviour of a real client. SIGTERM/SIGINT/SIGHUP/SIGQUIT make the clien
 signalling the remote. Exit status: the remote's, or 255 if it was killed by a signal or on a connection
 error. With ``-tt`` (or ``-t`` and a terminal on stdin) the remote gets a pseudo-terminal instead, so
 the client's death hangs it up (SIGHUP), as with a real pty session.
+
+``--standin-log FILE`` (put first by the installed wrapper, never by callers) appends one JSON line per
+connection: the argv as given, the host and the remote command line.
 """
+import json
 import os
 import pwd
 import signal
@@ -152,7 +156,13 @@ def run_pty(argv, env):
 
 
 def main():
-    opts, host, words = parse(sys.argv[1:])
+    argv, log = sys.argv[1:], None
+    if argv[:1] == ["--standin-log"]:
+        argv, log = argv[2:], argv[1]
+    opts, host, words = parse(argv)
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"argv": argv, "host": host, "command": " ".join(words)}) + "\n")
     if not words:
         fail("stand-in ssh: an interactive login shell is not supported; give a command")
     if not os.path.exists(f"/var/run/netns/{host}"):
