@@ -127,12 +127,15 @@ def _wait_for(predicate, timeout, proc):
     return predicate()
 
 
-@pytest.mark.parametrize("how", ["remote worker SIGKILL", "local ssh client SIGKILL"])
-def test_dead_worker_stops_every_remote_process(tmp_path, ssh_site, how):
-    """ps-lite never notices a dead worker (the others block forever); the launcher must stop them all."""
+@pytest.mark.parametrize("engine,how", [("kvstore", "remote worker SIGKILL"), ("kvstore", "local ssh client SIGKILL"),
+                                        ("horovod", "remote worker SIGKILL")])
+def test_dead_worker_stops_every_remote_process(tmp_path, ssh_site, engine, how):
+    """ps-lite never notices a dead worker (the others block forever), Horovod's survivors fail; either way
+    the launcher must stop every remote process, although killing an ssh client stops none."""
     names, hostfile, workdir, env = ssh_site
     steps = ["--steps", "100000"] if how.startswith("local") else ["--steps", "100000", "--die-at", "3"]
-    argv = _launch_argv(names, hostfile, "kvstore", ["--out", "out", *steps], logs=tmp_path / "logs")
+    argv = _launch_argv(names, hostfile, engine, ["--out", "out", "--engine", engine, *steps],
+                        logs=tmp_path / "logs")
     proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         probes = os.path.join(workdir, "probes")
