@@ -3,6 +3,7 @@
 ``OUT/s<seed>_id00000/000.jpg ...`` plus ``OUT/landmarks.tsv``. Every image's randomness comes from
 ``(seed, identity, image)`` only, so the bytes are the same for any number of worker processes.
 """
+import functools
 import multiprocessing as mp
 import os
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ import cv2
 import numpy as np
 
 from gluonface.data.landmarks import write_landmarks
-from gluonface.data.synthetic_face import identity_params, pose_affine, render
+from gluonface.data.synthetic_face import FaceModel, compile_face, identity_params
+from gluonface.data.synthetic_render import NUMBERS, pose_affine, render, split_numbers
 from gluonface.errors import GluonFaceError
 
 JPEG_QUALITY = 95
@@ -36,29 +38,47 @@ def identity_name(seed: int, i: int) -> str:
     return f"s{seed}_id{i:05d}"
 
 
-def render_image(spec: SynthSpec, identity: int, image: int, params=None) -> Tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=64)
+def _identity(seed: int, identity: int) -> Tuple[FaceModel, np.random.Philox]:
+    """An identity's compiled face and the Philox generator keyed to it (cached: an identity's images are
+    usually rendered one after another)."""
+    model = compile_face(identity_params(np.random.default_rng([seed, 1, identity])))
+    return model, np.random.Philox(key=np.random.SeedSequence([seed, 2, identity]).generate_state(2, np.uint64))
+
+
+def image_numbers(bitgen: np.random.Philox, image: int) -> np.ndarray:
+    """Image ``image``'s ``(NUMBERS,)`` uniforms: the identity's Philox stream from counter ``(0, image, 0, 0)``.
+
+    Counter-based, so any image is drawn directly, in any order, by any worker. Setting the state costs a
+    fifth of building a new Philox.
+    """
+    counter = np.array([0, image, 0, 0], np.uint64)
+    bitgen.state = {"bit_generator": "Philox", "state": {"counter": counter, "key": bitgen.state["state"]["key"]},
+                    "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
+    return np.random.Generator(bitgen).random(NUMBERS)
+
+
+def render_image(spec: SynthSpec, identity: int, image: int) -> Tuple[np.ndarray, np.ndarray]:
     """Render one image: ``(BGR uint8 (H, W, 3), landmarks (5, 2) float32)``; pure in (spec, identity, image)."""
-    if params is None:
-        params = identity_params(np.random.default_rng([spec.seed, 1, identity]))
-    rng = np.random.default_rng([spec.seed, 2, identity, image])
+    model, bitgen = _identity(spec.seed, identity)
+    parts = split_numbers(image_numbers(bitgen, image))
     if spec.raw:
         lo, hi = spec.raw_size
-        size = (int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1)))
+        size = tuple(lo + int(u * (hi - lo + 1)) for u in parts["size"])
     else:
         size = (spec.size, spec.size)
-    affine = pose_affine(rng, size, spec.raw)
-    return render(params, rng, size, affine, spec.nuisance)
+    affine = pose_affine(parts["pose"], size, spec.raw)
+    return render(model, parts, size, affine, spec.nuisance)
 
 
 def _write_identity(args) -> List[Tuple[str, np.ndarray]]:
     spec, out, identity = args
     cv2.setNumThreads(1)  # one process per core already
-    params = identity_params(np.random.default_rng([spec.seed, 1, identity]))
     folder = identity_name(spec.seed, identity)
     os.makedirs(os.path.join(out, folder), exist_ok=True)
     marks = []
     for j in range(spec.images_per_id):
-        img, pts = render_image(spec, identity, j, params)
+        img, pts = render_image(spec, identity, j)
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         rel = f"{folder}/{j:03d}.jpg"
         with open(os.path.join(out, rel), "wb") as f:
