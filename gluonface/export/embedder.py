@@ -11,7 +11,7 @@ import numpy as np
 
 from gluonface.errors import GluonFaceError
 from gluonface.evaluate.verification import embed_raw, l2_normalize
-from gluonface.export.symbol import check_input, load_symbol_block, split_prefix
+from gluonface.export.symbol import check_input, check_shapes, load_checkpoint, symbol_block
 
 DEFAULT_INPUT_SIZE = (112, 112)
 
@@ -55,7 +55,7 @@ class FaceEmbedder:
     Args:
         forward: ``f(x (B, 3, H, W) float32 raw RGB) -> (B, E) float32`` (not normalised).
         input_size: (H, W).
-        kind: ``symbol``, ``int8`` or ``onnx``.
+        kind: ``symbol``, ``int8``, ``onnx`` or ``gluon`` (``from_net``).
         info: the export.json contents (may be empty).
         flip: default flip test-time augmentation for ``embed``.
     """
@@ -89,17 +89,40 @@ class FaceEmbedder:
             def forward(x):
                 return sess.run(None, {inp.name: check_input(x, size)})[0]
             return cls(forward, size, "onnx", info, flip)
+        sym, params, _, _ = load_checkpoint(path)
+        kind = "int8" if "_contrib_quantize" in sym.tojson() else "symbol"
+        if kind == "symbol":
+            check_shapes(sym, params, size, path)
+        return cls._from_symbol(sym, params, size, kind, info, flip, ctx, path)
+
+    @classmethod
+    def from_net(cls, net, input_size=DEFAULT_INPUT_SIZE, ctx=None, flip=True):
+        """Embed with a Gluon network in memory, run as an exported symbol runs (traced, folded, hybridized).
+
+        Args:
+            net: initialised HybridBlock, (B, 3, H, W) float32 raw RGB -> (B, E), e.g. ``load_backbone``'s.
+            input_size: (H, W) of the aligned faces.
+        """
+        from gluonface.export.symbol import embedding_symbol
+        sym, arg, aux = embedding_symbol(net)
+        return cls._from_symbol(sym, dict(arg, **aux), tuple(input_size), "gluon", {}, flip, ctx,
+                                type(net).__name__)
+
+    @classmethod
+    def _from_symbol(cls, sym, params, size, kind, info, flip, ctx, source):
+        """Fold a float32 graph for inference (``gluonface.export.fold``) and hybridize it on ``ctx``."""
         import mxnet as mx
+        from gluonface.export.fold import fold_for_inference, lower_for_onednn
         ctx = ctx or mx.cpu()
-        block = load_symbol_block(path, ctx)
-        prefix, _ = split_prefix(path)
-        with open(prefix + "-symbol.json", encoding="utf-8") as f:
-            kind = "int8" if "_contrib_quantize" in f.read() else "symbol"
         opts = dict(static_alloc=True, static_shape=True)
-        if kind == "symbol" and ctx.device_type == "cpu" and mx.runtime.Features().is_enabled("MKLDNN"):
-            # Fuse conv + BN (+ activation / residual sum) as Module's executor does by default; Gluon's
-            # CachedOp only partitions when asked. INT8 graphs come out of quantisation already fused.
-            opts["backend"] = "MKLDNN"
+        if kind != "int8":  # INT8 graphs come out of quantisation already fused
+            sym, arg, aux = fold_for_inference(sym, params, {}, (1, 3) + size)
+            if ctx.device_type == "cpu" and mx.runtime.Features().is_enabled("MKLDNN"):
+                sym, arg, aux = lower_for_onednn(sym, arg, aux, (1, 3) + size)
+                # Gluon's CachedOp fuses conv + BN / activation / sum only when asked (Module does by default).
+                opts["backend"] = "MKLDNN"
+            params = dict(arg, **aux)
+        block = symbol_block(sym, params, ctx)
         block.hybridize(**opts)
 
         def forward(x):
@@ -107,7 +130,7 @@ class FaceEmbedder:
         try:
             forward(np.zeros((1, 3) + size, np.float32))
         except mx.base.MXNetError as exc:
-            raise GluonFaceError(f"{path} does not run on (1, 3, {size[0]}, {size[1]}) input "
+            raise GluonFaceError(f"{source} does not run on (1, 3, {size[0]}, {size[1]}) input "
                                  f"({str(exc).splitlines()[0][:200]}); fix: use the symbol and params files "
                                  "written together by `gluonface export` (a params file of another network "
                                  "gives wrong shapes), and check input_size in export.json") from exc

@@ -123,7 +123,7 @@ def _write_meta(out_prefix, net, info, input_size, embedding_size, files, checks
 
 
 def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=False, int8=False, calib=None,
-                 calib_images=256, calib_mode="naive", pairs=None, batch_size=64, progress=False):
+                 calib_images=256, calib_mode="naive", pairs=None, batch_size=64, progress=False, fold=True):
     """Export a Gluon embedding network and verify every artefact.
 
     Args:
@@ -133,6 +133,9 @@ def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=Fals
         info: the ``load_backbone`` info (model section, config hash, checkpoint path) for export.json.
         calib: rec used to calibrate INT8 (required with ``int8``); ``calib_images`` drawn from it.
         pairs: optional ``.bin`` pair set: verification accuracy of each exported form goes to export.json.
+        fold: write the graph folded for inference (``gluonface.export.fold``: BatchNorm into convolutions,
+            one PReLU operator, input normalisation into the first unpadded convolution); the symbol and ONNX
+            checks below hold either way.
 
     Returns:
         the export.json dict.
@@ -144,10 +147,11 @@ def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=Fals
     info, input_size = dict(info or {}), tuple(input_size)
     x = _probe_batch(input_size)
     ref = gluon_forward(net)(x)
-    exported = export_symbol(net, out_prefix)
+    exported = export_symbol(net, out_prefix, fold=fold, input_size=input_size)
     files = {"symbol": exported["symbol"], "params": exported["params"]}
     forms = {"symbol": FaceEmbedder.from_path(out_prefix)}
-    checks = {"symbol_max_abs_diff": float(np.abs(_normed(forms["symbol"](x)) - _normed(ref)).max())}
+    checks = {"symbol_max_abs_diff": float(np.abs(_normed(forms["symbol"](x)) - _normed(ref)).max()),
+              "folded": bool(fold)}
     if checks["symbol_max_abs_diff"] > SYMBOL_TOL:
         raise GluonFaceError(f"the exported symbol differs from the network by {checks['symbol_max_abs_diff']:.2e}"
                              f" (> {SYMBOL_TOL}); fix: the network is not fully hybridizable, report it")

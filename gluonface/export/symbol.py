@@ -76,13 +76,21 @@ def save_symbol(sym, arg_params, aux_params, out_prefix):
     return {"symbol": f"{out_prefix}-symbol.json", "params": f"{out_prefix}-0000.params"}
 
 
-def export_symbol(net, out_prefix, output_name=OUTPUT_NAME):
+def export_symbol(net, out_prefix, output_name=OUTPUT_NAME, fold=True, input_size=(112, 112)):
     """Export a Gluon embedding network as a symbol checkpoint.
+
+    Args:
+        fold: apply ``gluonface.export.fold.fold_for_inference`` (BatchNorm folded into convolutions, one
+            PReLU operator, ...): the same embeddings with fewer operators. False writes the traced graph.
+        input_size: (H, W) the network takes (shape inference of the folding).
 
     Returns:
         dict with ``symbol`` and ``params`` paths, plus ``sym``, ``arg_params``, ``aux_params``.
     """
     sym, arg, aux = embedding_symbol(net, output_name)
+    if fold:
+        from gluonface.export.fold import fold_for_inference
+        sym, arg, aux = fold_for_inference(sym, arg, aux, (1, 3) + tuple(input_size))
     paths = save_symbol(sym, arg, aux, out_prefix)
     return dict(paths, sym=sym, arg_params=arg, aux_params=aux)
 
@@ -97,10 +105,13 @@ def split_prefix(prefix_or_json):
     return path, 0
 
 
-def load_symbol_block(prefix_or_json, ctx=None):
-    """Load an exported symbol checkpoint as a ``gluon.SymbolBlock`` on ``ctx`` (default cpu).
+def load_checkpoint(prefix_or_json):
+    """Read an exported symbol checkpoint and check its two files belong together.
 
-    Raises GluonFaceError for a missing file or a params file that does not belong to the symbol.
+    Returns:
+        (sym, params {name: NDArray as saved}, symbol file path, params file path).
+    Raises:
+        GluonFaceError for a missing file, a symbol without the ``data`` input or missing parameters.
     """
     import mxnet as mx
     prefix, epoch = split_prefix(prefix_or_json)
@@ -109,32 +120,63 @@ def load_symbol_block(prefix_or_json, ctx=None):
         if not os.path.isfile(path):
             raise GluonFaceError(f"{what} file {path} does not exist; fix: pass the prefix given to "
                                  "`gluonface export` (it writes PREFIX-symbol.json and PREFIX-0000.params)")
-    ctx = ctx or mx.cpu()
     sym = mx.sym.load(sym_path)
-    inputs = [n for n in sym.list_inputs() if n == INPUT_NAME]
-    if not inputs:
+    if INPUT_NAME not in sym.list_inputs():
         raise GluonFaceError(f"{sym_path} has no input named 'data' (inputs: {sym.list_inputs()[:5]} ...); "
                              "fix: export the model with `gluonface export`")
-    saved = mx.nd.load(params_path)
-    saved = {k.split(":", 1)[-1]: v for k, v in saved.items()}
+    saved = {k.split(":", 1)[-1]: v for k, v in mx.nd.load(params_path).items()}
     needed = [n for n in sym.list_inputs() if n != INPUT_NAME]
     missing = [n for n in needed if n not in saved]
     if missing:
         raise GluonFaceError(f"{params_path} does not match {sym_path}: {len(missing)} of {len(needed)} "
                              f"parameters are missing (e.g. {missing[0]!r}); fix: use the params file written "
                              "together with this symbol file")
+    return sym, saved, sym_path, params_path
+
+
+def check_shapes(sym, params, input_size, where):
+    """Raise GluonFaceError when a parameter's shape is not the one ``sym`` infers for (1, 3, H, W) input."""
+    import mxnet as mx
+    try:
+        arg_shapes, _, aux_shapes = sym.infer_shape(**{INPUT_NAME: (1, 3) + tuple(input_size)})
+    except mx.base.MXNetError as exc:
+        detail = str(exc).splitlines()[0][:200]
+    else:
+        wanted = dict(zip(sym.list_arguments() + sym.list_auxiliary_states(), arg_shapes + aux_shapes))
+        bad = [(n, tuple(v.shape), tuple(wanted[n])) for n, v in params.items()
+               if n in wanted and n != INPUT_NAME and tuple(v.shape) != tuple(wanted[n])]
+        if not bad:
+            return
+        detail = f"Shape inconsistent: {bad[0][0]} is {bad[0][1]} in the params file, the symbol needs {bad[0][2]}"
+    raise GluonFaceError(f"{where} does not run on (1, 3, {input_size[0]}, {input_size[1]}) input ({detail}); fix: "
+                         "use the symbol and params files written together by `gluonface export` (a params file "
+                         "of another network gives wrong shapes), and check input_size in export.json")
+
+
+def symbol_block(sym, params, ctx=None):
+    """A ``gluon.SymbolBlock`` of ``sym`` (input ``data``) holding ``params`` ({name: NDArray}) on ``ctx``."""
+    import mxnet as mx
     with warnings.catch_warnings():
         # SymbolBlock cannot infer the input dtype from a bare symbol; float32 is what callers feed.
         warnings.simplefilter("ignore", UserWarning)
         block = mx.gluon.SymbolBlock(sym, mx.sym.var(INPUT_NAME))
     try:
         # INT8 checkpoints store int8 weights: keep each parameter's saved dtype, as SymbolBlock.imports does.
-        block.collect_params().load(params_path, ctx=ctx, allow_missing=False, ignore_extra=True,
-                                    cast_dtype=True, dtype_source="saved")
+        block.collect_params().load_dict(params, ctx=ctx or mx.cpu(), allow_missing=False, ignore_extra=True,
+                                         cast_dtype=True, dtype_source="saved")
     except (AssertionError, mx.base.MXNetError, ValueError) as exc:
-        raise GluonFaceError(f"{params_path} does not fit {sym_path} ({str(exc).splitlines()[0][:200]}); "
+        raise GluonFaceError(f"the parameters do not fit the symbol ({str(exc).splitlines()[0][:200]}); "
                              "fix: use the params file written together with this symbol file") from exc
     return block
+
+
+def load_symbol_block(prefix_or_json, ctx=None):
+    """Load an exported symbol checkpoint as a ``gluon.SymbolBlock`` on ``ctx`` (default cpu), as saved.
+
+    Raises GluonFaceError for a missing file or a params file that does not belong to the symbol.
+    """
+    sym, params, _, _ = load_checkpoint(prefix_or_json)
+    return symbol_block(sym, params, ctx)
 
 
 def check_input(x, input_size):
