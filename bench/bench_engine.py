@@ -1,7 +1,16 @@
 """Engine overhead: images/s of `gluonface train` vs the bare training step, same model and batch, same run.
 
     .venv/bin/python bench/bench_engine.py [--config configs/tiny_synthetic.yaml] [--steps 60] [--repeats 2]
-        [--out bench/results/engine.md]
+        [--blocks 8] [--block-steps 10] [--out bench/results/engine.md]
+
+Two measurements:
+
+1. Interleaved, one process (the robust one on a shared machine): the parts are built once, then blocks of
+   ``--block-steps`` steps alternate between the bare step and the engine's ``TrainLoop`` with the hooks
+   `gluonface train` installs (progress bar, log lines, metrics.jsonl, TensorBoard; verification and
+   checkpoints off) over the real loader, with the decode cache on (the default) and off. Each block ends
+   with ``mx.nd.waitall()``; medians over ``--blocks`` blocks of each arm. Load changes hit every arm alike.
+2. End to end, separate processes (as before):
 
 Baseline ("bare"): the parts `gluonface train` builds (``engine.build.build_everything``: same backbone,
 loss block, hybridization and trainers), stepped on one batch already in memory: forward, backward,
@@ -44,6 +53,69 @@ def make_rec(prefix, ids, per_id):
 def overrides(args, rec, run_dir):
     return [f"data.rec={rec}", "eval.bins=[]", "train.checkpoint_every=0", "train.checkpoint_at_epoch_end=false",
             f"train.max_steps={args.steps}", "train.log_every=10", f"train.run_dir={run_dir}", "train.epochs=100"]
+
+
+def phase_interleaved(args, rec):
+    """Median images/s of the bare step, the loop with the decode cache, and without (see the docstring)."""
+    import mxnet as mx
+    import numpy as np
+    from mxnet import autograd
+
+    from gluonface.config import load_config
+    from gluonface.dist import init_dist
+    from gluonface.engine.build import build_everything, build_loader
+    from gluonface.engine.hooks import LogHook, VerifyHook
+    from gluonface.engine.loop import TrainLoop
+    from gluonface.engine.runlog import RunLogger
+    run_dir = os.path.join(args.tmp, "interleaved")
+    cfg = load_config(args.config, overrides(args, rec, run_dir) + ["train.max_steps=0"])
+    dist_ctx = init_dist(cfg.dist, cfg.train.devices)
+    parts = build_everything(cfg, dist_ctx)
+    sched = parts.schedule
+    b, ctx = sched.batch_per_worker, dist_ctx.ctx[0]
+    logger = RunLogger(run_dir)
+    loops = {}
+    for arm, cache_mb in (("engine, decode cache (default)", cfg.data.decode_cache_mb), ("engine, no cache", 0)):
+        loader = parts.loader if cache_mb else build_loader(
+            load_config(args.config, overrides(args, rec, run_dir) + ["data.decode_cache_mb=0"]),
+            parts.loader.dataset, sched, dist_ctx)
+        hooks = [LogHook(logger, cfg.train.log_every, True, dist_ctx),
+                 VerifyHook(logger, cfg.eval, {}, run_dir, dist_ctx, parts.image_size)]
+        loops[arm] = TrainLoop(parts.net, parts.loss_block, parts.trainers, loader, dist_ctx, sched, hooks)
+    rs = np.random.RandomState(0)
+    x = mx.nd.array(rs.uniform(0, 255, (b, 3, 112, 112)), ctx=ctx)
+    y = mx.nd.array(rs.randint(0, parts.num_classes, b), ctx=ctx)
+
+    def bare(n):
+        for _ in range(n):
+            with autograd.record():
+                loss = parts.loss_block(parts.net(x), y)
+            loss.backward()
+            for t in parts.trainers.values():
+                t.step(b)
+        mx.nd.waitall()
+
+    step = {arm: 0 for arm in loops}
+    n = args.block_steps
+
+    def engine(arm):
+        loops[arm].run(step[arm], step[arm] + n)
+        step[arm] += n
+    # warm-up: hybridization, loader workers, and one epoch through the cache so that it is filled
+    bare(n)
+    for arm in loops:
+        while step[arm] < max(n, sched.steps_per_epoch):
+            engine(arm)
+    rates = {"bare step": [], **{arm: [] for arm in loops}}
+    for _ in range(args.blocks):
+        for arm in rates:
+            t0 = time.perf_counter()
+            bare(n) if arm == "bare step" else engine(arm)
+            rates[arm].append(n * b / (time.perf_counter() - t0))
+    for loop in loops.values():
+        loop.loader.close()
+    logger.close()
+    return rates
 
 
 def phase_bare(args, rec):
@@ -93,7 +165,9 @@ def phase_engine(args, rec, run_dir):
 
 def child(args):
     rec = os.path.join(args.tmp, "data", "train")
-    if args.phase == "bare":
+    if args.phase == "interleaved":
+        value = phase_interleaved(args, rec)
+    elif args.phase == "bare":
         value = phase_bare(args, rec)
     else:
         value = phase_engine(args, rec, os.path.join(args.tmp, f"run{args.index}"))
@@ -102,7 +176,8 @@ def child(args):
 
 def run_child(args, phase, index):
     cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--tmp", args.tmp, "--index", str(index),
-           "--config", args.config, "--steps", str(args.steps)]
+           "--config", args.config, "--steps", str(args.steps), "--blocks", str(args.blocks),
+           "--block-steps", str(args.block_steps)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["img_per_s"]
@@ -116,7 +191,9 @@ def main():
     p.add_argument("--ids", type=int, default=40)
     p.add_argument("--per-id", type=int, default=16)
     p.add_argument("--out", default=os.path.join(HERE, "results", "engine.md"))
-    p.add_argument("--phase", choices=["bare", "engine"], help=argparse.SUPPRESS)
+    p.add_argument("--blocks", type=int, default=8)
+    p.add_argument("--block-steps", type=int, default=10)
+    p.add_argument("--phase", choices=["bare", "engine", "interleaved"], help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -125,6 +202,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
         make_rec(os.path.join(tmp, "data", "train"), args.ids, args.per_id)
+        interleaved = run_child(args, "interleaved", 0)
+        for arm, values in interleaved.items():
+            print(f"interleaved: {arm}: median {statistics.median(values):.1f} img/s "
+                  f"({', '.join(f'{v:.0f}' for v in values)})", flush=True)
         bare, engine = [], []
         for i in range(args.repeats):
             bare.append(run_child(args, "bare", i))
@@ -133,20 +214,28 @@ def main():
     b, e = statistics.median(bare), statistics.median(engine)
     overhead = 1.0 - e / b
     print(f"bare {b:.1f} img/s, engine {e:.1f} img/s, ratio {e / b:.3f}, overhead {100 * overhead:.1f}%")
-    write_results(args, bare, engine, b, e, overhead)
+    write_results(args, interleaved, bare, engine, b, e, overhead)
 
 
-def write_results(args, bare, engine, b, e, overhead):
+def write_results(args, interleaved, bare, engine, b, e, overhead):
     cmd = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')} .venv/bin/python bench/bench_engine.py " \
-          f"--steps {args.steps} --repeats {args.repeats}"
+          f"--steps {args.steps} --repeats {args.repeats} --blocks {args.blocks} --block-steps {args.block_steps}"
     load = os.getloadavg()
+    base = statistics.median(interleaved["bare step"])
     lines = [
         "## Training engine overhead (`bench/bench_engine.py`)", "",
-        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, load average "
-        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end (other jobs were running: figures are noisy).",
-        f"Config `{os.path.relpath(args.config, REPO)}` (model, batch, loss), {args.steps} steps per run, "
-        f"{args.repeats} alternating runs each, medians. Command: `{cmd}`", "",
-        "| run | images/s (each run) | median |", "|---|---|---|",
+        f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end.",
+        f"Config `{os.path.relpath(args.config, REPO)}` (model, batch, loss). Command: `{cmd}`", "",
+        f"### 1. Interleaved in one process ({args.blocks} blocks of {args.block_steps} steps per arm, medians)", "",
+        "| arm | images/s per block | median | vs bare step |", "|---|---|---|---|"]
+    for arm, values in interleaved.items():
+        m = statistics.median(values)
+        lines.append(f"| {arm} | {', '.join(f'{v:.0f}' for v in values)} | {m:.1f} | {m / base:.3f} "
+                     f"(overhead {100 * (1 - m / base):.1f} %) |")
+    lines += [
+        "", f"### 2. End to end, separate processes ({args.steps} steps per run, {args.repeats} alternating runs)",
+        "", "| run | images/s (each run) | median |", "|---|---|---|",
         f"| bare step (same built parts, batch in memory) | {', '.join(f'{v:.1f}' for v in bare)} | {b:.1f} |",
         f"| `gluonface train` (loader, hooks, logs) | {', '.join(f'{v:.1f}' for v in engine)} | {e:.1f} |", "",
         f"Engine / bare = **{e / b:.3f}** (overhead {100 * overhead:.1f} %; target ≤ 5 %).", ""]

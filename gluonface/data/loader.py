@@ -7,7 +7,7 @@ dataset index)``. Hence ``iter_from(step)`` after a restart yields exactly the b
 run would have, for any ``num_workers``.
 
 Workers are forked processes that decode into shared-memory slots (no pickling of pixel data); the parent
-hands a finished slot out (a copy, or with ``copy=False`` the slot itself until the next batch is asked for).
+copies a finished slot out and hands it back.
 With ``decode_cache_mb``, decoded images are kept in a ``DecodeCache`` shared by the workers, so each
 image is decoded once per run instead of once per epoch. Workers never touch MXNet.
 """
@@ -57,16 +57,13 @@ class TrainLoader:
         decode_cache_mb: keep decoded images in memory (shared by the workers) when the whole dataset
             needs at most this many MB (``DecodeCache.megabytes``); 0 = decode every time. Batches are
             identical either way.
-        copy: yield arrays owned by the caller (True), or views of the loader's buffer (False) that stay
-            valid only until the next batch is asked for (saves a copy when the caller converts at once).
 
-    Yields ``(data (B, 3, H, W) float32 RGB, label (B,) float32)`` NumPy arrays.
+    Yields ``(data (B, 3, H, W) float32 RGB, label (B,) float32)`` NumPy arrays owned by the caller.
     """
 
     def __init__(self, dataset, batch_size: int, *, seed: int = 0, part_index: int = 0, num_parts: int = 1,
                  augment: Optional[AugmentConfig] = None, normalize: bool = False, num_workers: int = 0,
-                 prefetch: int = 2, worker_timeout: float = 600.0, decode_cache_mb: float = 0,
-                 copy: bool = True):
+                 prefetch: int = 2, worker_timeout: float = 600.0, decode_cache_mb: float = 0):
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed, self.augment, self.normalize = seed, augment, normalize
@@ -76,11 +73,10 @@ class TrainLoader:
             num_workers = 0  # shared anonymous memory needs fork; decode in-process instead
         self.num_workers = num_workers
         self.worker_timeout = worker_timeout
-        self.copy = copy
         h, w = dataset.image_size
         need = DecodeCache.megabytes(len(dataset), h, w)
         self.cache = DecodeCache(len(dataset), h, w) if 0 < need <= decode_cache_mb else None
-        self._nslots = max(1, num_workers * prefetch) + (0 if copy else 1)   # + the one the caller holds
+        self._nslots = max(1, num_workers * prefetch)
         self.epoch = 0
         self._procs = []
         self._inflight = 0
@@ -178,11 +174,9 @@ class TrainLoader:
 
     def _iter_inline(self, step):
         epoch = self.epoch
-        data, label = None, None
         for s in range(step, self.steps_per_epoch):
-            if self.copy or data is None:
-                data = np.empty(self._shape(), np.float32)
-                label = np.empty(self.batch_size, np.float32)
+            data = np.empty(self._shape(), np.float32)
+            label = np.empty(self.batch_size, np.float32)
             fill_batch(self.dataset, self.sampler.batch(epoch, s), data, label, seed=self.seed, epoch=epoch,
                        augment_cfg=self.augment, normalize=self.normalize, cache=self.cache)
             yield data, label
@@ -209,9 +203,6 @@ class TrainLoader:
                 done[got_step] = slot
             slot = done.pop(s)
             data, label = self._slots[slot]
-            if self.copy:
-                free.append(slot)
-                yield data.copy(), label.copy()
-            else:
-                yield data, label       # the caller is done with it when it asks for the next batch
-                free.append(slot)
+            out = (data.copy(), label.copy())
+            free.append(slot)
+            yield out

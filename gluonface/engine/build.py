@@ -149,4 +149,4 @@ def build_loader(cfg, dataset, sched, dist_ctx):
                             brightness=d.brightness, contrast=d.contrast, saturation=d.saturation)
     return TrainLoader(dataset, sched.batch_per_worker, seed=cfg.train.seed, part_index=dist_ctx.rank,
                        num_parts=dist_ctx.num_workers, augment=augment, normalize=False,
-                       num_workers=d.num_workers, decode_cache_mb=d.decode_cache_mb, copy=False)
+                       num_workers=d.num_workers, decode_cache_mb=d.decode_cache_mb)

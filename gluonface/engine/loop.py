@@ -3,8 +3,15 @@
 One step: split the worker batch over the devices, forward the backbone and the loss block under
 ``autograd.record``, backward, then ``trainer.step(worker_batch)`` for the backbone and the classifier.
 Hooks run after each step in order; they observe the loop and never change the model, optimizer or data.
+
+The loop never waits for MXNet's engine inside a step: a batch becomes an NDArray without a copy
+(``mx.nd.array`` would wait for every queued operation first, so the engine would idle while Python
+fetched and converted the next batch), and step ``k + 1`` is queued while step ``k`` computes. Before
+queueing step ``k + 1`` the loop waits for step ``k``'s forward pass, which bounds the work in flight to
+about two steps (memory) without starving the engine.
 """
 import mxnet as mx
+import numpy as np
 from mxnet import autograd, gluon
 
 from gluonface.errors import GluonFaceError
@@ -53,12 +60,18 @@ class TrainLoop:
                                  f"{schedule.steps_per_epoch}; fix: build both from the same dataset and batch")
 
     def train_step(self, data, label):
-        """One optimizer step on a worker batch: data (B, 3, H, W) float32, label (B,) float32 (NumPy or NDArray)."""
+        """One optimizer step on a worker batch: data (B, 3, H, W) float32, label (B,) float32 (NumPy or NDArray).
+
+        NumPy batches are taken over without a copy and must not be modified afterwards (the loader hands
+        out arrays the caller owns)."""
+        data, label = as_ndarray(data), as_ndarray(label)
         if len(self.ctx) > 1:
             xs = gluon.utils.split_and_load(data, self.ctx, even_split=False)
             ys = gluon.utils.split_and_load(label, self.ctx, even_split=False)
         else:
-            xs, ys = [mx.nd.array(data, ctx=self.ctx[0])], [mx.nd.array(label, ctx=self.ctx[0])]
+            xs, ys = [data.as_in_context(self.ctx[0])], [label.as_in_context(self.ctx[0])]
+        for loss in self.last_losses:   # step k's forward is done: queue step k + 1 behind its backward
+            loss.wait_to_read()
         with autograd.record():
             losses = [self.loss_block(self.net(x), y) for x, y in zip(xs, ys)]
             if self.amp is not None:
@@ -94,3 +107,17 @@ class TrainLoop:
         mx.nd.waitall()
         for h in self.hooks:
             h.after_train(self)
+
+
+def as_ndarray(a):
+    """An NDArray on the CPU sharing ``a``'s memory (NumPy), or ``a`` itself (NDArray).
+
+    ``mx.nd.from_numpy`` queues nothing, whereas ``mx.nd.array`` copies synchronously after waiting for
+    MXNet's CPU worker to reach it (behind every queued operation). The NumPy array is marked read-only.
+    """
+    if isinstance(a, mx.nd.NDArray):
+        return a
+    a = np.asarray(a, dtype=np.float32)
+    if not a.flags["C_CONTIGUOUS"] or not a.flags["WRITEABLE"] or not a.flags["OWNDATA"]:
+        a = np.array(a, dtype=np.float32, order="C")     # a private copy MXNet may keep
+    return mx.nd.from_numpy(a, zero_copy=True)

@@ -190,17 +190,3 @@ def test_decode_cache_is_off_when_the_dataset_does_not_fit(rec):
     assert TrainLoader(ds, 4, decode_cache_mb=need_mb * 0.99).cache is None
     assert TrainLoader(ds, 4, decode_cache_mb=need_mb).cache is not None
 
-
-@pytest.mark.parametrize("workers", [0, 1])
-def test_copy_false_yields_views_valid_until_the_next_batch(rec, workers):
-    prefix, _ = rec
-    ds = FaceRecordDataset(prefix)
-    owned = _epoch(TrainLoader(ds, 4, seed=4, augment=STRONG, num_workers=workers), 0)
-    loader = TrainLoader(ds, 4, seed=4, augment=STRONG, num_workers=workers, copy=False)
-    try:
-        loader.set_epoch(0)
-        for (a, la), (b, lb) in zip(owned, loader.iter_from(0)):
-            np.testing.assert_array_equal(a, b)      # compared before asking for the next one
-            np.testing.assert_array_equal(la, lb)
-    finally:
-        loader.close()

@@ -144,3 +144,23 @@ def test_resumed_logger_drops_records_after_the_checkpoint(tmp_path):
     assert [(r["step"], r["loss"]) for r in rows] == [(10, 1.0), (20, 1.0), (30, 0.5)]
     RunLogger(str(tmp_path), tensorboard=False).close()                     # a fresh run starts empty
     assert read_metrics(str(tmp_path / "metrics.jsonl")) == []
+
+
+def test_batches_become_ndarrays_without_a_copy_and_views_are_copied_first():
+    import mxnet as mx
+    import numpy as np
+
+    from gluonface.engine.loop import as_ndarray
+    owned = np.arange(24, dtype=np.float32).reshape(2, 3, 4).copy()
+    nd = as_ndarray(owned)
+    assert not owned.flags["WRITEABLE"]                  # handed over: the caller may no longer write it
+    np.testing.assert_array_equal(nd.asnumpy(), np.arange(24).reshape(2, 3, 4))
+    base = np.zeros((4, 3), np.float32)
+    view = base[:, 1]                                    # not contiguous, not owned: copied
+    out = as_ndarray(view)
+    base[:] = 7
+    np.testing.assert_array_equal(out.asnumpy(), np.zeros(4))
+    assert base.flags["WRITEABLE"]
+    assert as_ndarray(nd) is nd
+    assert as_ndarray(np.ones(3, np.float64)).dtype == np.float32
+    assert isinstance(as_ndarray([1, 2]), mx.nd.NDArray)
