@@ -6,14 +6,20 @@
 2. Pack: a folder of 10,000 112×112 JPEGs → rec. ``gluonface pack`` (2 workers, re-encoding, and the
    default that keeps already-correct JPEG bytes) vs. a single-process ``mx.recordio`` loop that reads,
    decodes, re-encodes and writes each image.
-3. Synthetic generation: images/s of ``gluonface synth`` in one process (target ≥ 500/s per core).
+3. Synthetic generation: images per CPU-second of render + JPEG encode in one process (target ≥ 500/s per
+   core) beside the renderer of commit 6ee2626 (loaded from git history) interleaved in the same run; the
+   same for ``generate`` with its file writes; ``gluonface synth`` wall-clock for 2000 images, 1 and 2 workers.
 
     OMP_NUM_THREADS=1 python bench/bench_data.py [--images 10000] [--batches 40] [--workdir /tmp/gfbench]
+    OMP_NUM_THREADS=1 python bench/bench_data.py --synth-only [--synth 1000]
 """
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import time
+import types
 
 import cv2
 import numpy as np
@@ -83,15 +89,83 @@ def bench_read(prefix: str, batches: int) -> tuple:
     return ours, theirs
 
 
-def bench_synth(n: int) -> float:
+BASELINE_COMMIT = "6ee2626"  # the synthetic renderer before the per-identity point model
+
+
+def baseline_renderer():
+    """``render_image`` of the synthetic renderer at ``BASELINE_COMMIT``, loaded from git history, with the
+    identity parameters drawn once per identity as the old ``gluonface synth`` did; None without git."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        src = subprocess.run(["git", "show", f"{BASELINE_COMMIT}:gluonface/data/synthetic_face.py"], cwd=repo,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    old = types.ModuleType("synthetic_face_at_" + BASELINE_COMMIT)
+    exec(compile(src, f"{BASELINE_COMMIT}:gluonface/data/synthetic_face.py", "exec"), old.__dict__)
+    params = {}
+
+    def render_image(spec, identity, image):
+        if identity not in params:
+            params[identity] = old.identity_params(np.random.default_rng([spec.seed, 1, identity]))
+        rng = np.random.default_rng([spec.seed, 2, identity, image])
+        size = (spec.size, spec.size)
+        return old.render(params[identity], rng, size, old.pose_affine(rng, size, False), spec.nuisance)
+    return render_image
+
+
+def bench_synth(n: int) -> tuple:
+    """Images per CPU-second of render + JPEG encode (112×112, one process): ours, and the baseline's
+    (None without git), interleaved one identity of 20 images at a time so both see the same load."""
     from gluonface.data.synthetic import SynthSpec, render_image
-    spec = SynthSpec(identities=max(1, n // 20), images_per_id=20, seed=5)
+    baseline = baseline_renderer()
+    spec = SynthSpec(identities=n // 20 + 1, images_per_id=20, seed=5)
     cv2.setNumThreads(1)
+
+    def run(render, identity):
+        start = time.process_time()
+        for j in range(spec.images_per_id):
+            cv2.imencode(".jpg", render(spec, identity, j)[0], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        return time.process_time() - start
+
+    ours = theirs = 0.0
+    for render in filter(None, (render_image, baseline)):
+        run(render, n // 20)  # warm-up identity: first-call costs (imports, noise bank) are not the rate
+    for identity in range(n // 20):
+        ours += run(render_image, identity)
+        theirs += run(baseline, identity) if baseline else 0.0
+    return n // 20 * 20 / ours, (n // 20 * 20 / theirs if baseline else None)
+
+
+def bench_synth_generate(workdir: str, n: int) -> float:
+    """Images per CPU-second of ``generate`` in this process: render, encode, write files and landmarks.tsv."""
+    from gluonface.data.synthetic import SynthSpec, generate
     start = time.process_time()
-    for i in range(n):
-        img, _ = render_image(spec, i // 20, i % 20)
-        cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    return n / (time.process_time() - start)
+    generate(os.path.join(workdir, "synth"), SynthSpec(identities=n // 20, images_per_id=20, seed=6),
+             workers=1, progress=False)
+    return n // 20 * 20 / (time.process_time() - start)
+
+
+def bench_synth_cli(workdir: str, n: int, workers: int) -> float:
+    """Wall-clock seconds of ``gluonface synth`` for ``n`` images, process start-up included."""
+    out = os.path.join(workdir, f"synth_cli_{workers}")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "gluonface", "synth", out, "--identities", str(n // 20),
+                    "--images-per-id", "20", "--workers", str(workers), "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def report_synth(workdir: str, n: int) -> None:
+    ours, theirs = bench_synth(n)
+    vs = f"  (baseline {BASELINE_COMMIT}: {theirs:.0f} img/s, {ours / theirs:.2f}x)" if theirs else ""
+    print(f"synth: render + JPEG encode 112x112, one process: {ours:.0f} img/s per core (CPU time){vs}")
+    print(f"synth: generate() --workers 1 (files + landmarks.tsv): {bench_synth_generate(workdir, n):.0f} "
+          f"img/s per core (CPU time)")
+    for workers in (1, 2):
+        sec = bench_synth_cli(workdir, 2000, workers)
+        print(f"synth: gluonface synth 2000 images --workers {workers}: {sec:.2f} s wall "
+              f"({2000 / sec:.0f} img/s, process start-up included)", flush=True)
 
 
 def bench_decode(root: str, n: int = 2000) -> float:
@@ -111,8 +185,13 @@ def main():
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--synth", type=int, default=1000)
     parser.add_argument("--workdir", default="/tmp/gluonface-bench-data")
+    parser.add_argument("--synth-only", action="store_true", help="only the synthetic-generation section")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
+    if args.synth_only:
+        report_synth(args.workdir, args.synth)
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        return
     root = os.path.join(args.workdir, "folder")
     make_folder(root, args.images)
     print(f"folder of {args.images} 112x112 JPEGs ready", flush=True)
@@ -130,8 +209,7 @@ def main():
     print(f"read: gluon DataLoader (2 workers) baseline    {theirs:.0f} img/s")
     print(f"read: gluonface TrainLoader (2 workers)        {ours:.0f} img/s  ({ours / theirs:.2f}x baseline)")
 
-    synth = bench_synth(args.synth)
-    print(f"synth: {synth:.0f} img/s per core (CPU time, render + JPEG encode, 112x112)")
+    report_synth(args.workdir, args.synth)
     shutil.rmtree(args.workdir, ignore_errors=True)
 
 
