@@ -4,6 +4,7 @@
     e = emb.embed(aligned_uint8_images)                 # (N, E) float32, L2-normalised
     emb.compare(e[0], e[1])                             # cosine similarity
 """
+import collections
 import json
 import os
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from gluonface.errors import GluonFaceError
 from gluonface.evaluate.verification import embed_raw, l2_normalize
-from gluonface.export.symbol import check_input, check_shapes, load_checkpoint, symbol_block
+from gluonface.export.symbol import INPUT_NAME, check_input, check_shapes, load_checkpoint
 
 DEFAULT_INPUT_SIZE = (112, 112)
 
@@ -47,6 +48,32 @@ def to_nhwc(images, input_size):
                              f"{input_size[0]}x{input_size[1]} faces; fix: align them first (`gluonface align` "
                              "or FaceEmbedder.embed_photo)")
     return x, single
+
+
+def bound_forward(sym, params, ctx, keep=4):
+    """``f(x (B, 3, H, W) float32) -> (B, E) numpy`` running ``sym`` with fixed ``params`` on ``ctx``.
+
+    One executor per batch shape (the ``keep`` most recent), bound to the parameter arrays and to an input
+    array the batch is copied into: at batch 1 this costs ~0.3 ms less per call than a hybridized
+    SymbolBlock fed a new ``mx.nd.array`` (Gluon's per-call bookkeeping and a Python-side copy).
+    """
+    import mxnet as mx
+    aux_names = set(sym.list_auxiliary_states())
+    args = {n: v.as_in_context(ctx) for n, v in params.items() if n not in aux_names}
+    aux = {n: v.as_in_context(ctx) for n, v in params.items() if n in aux_names}
+    executors = collections.OrderedDict()
+
+    def forward(x):
+        ex = executors.pop(x.shape, None)
+        if ex is None:
+            ex = sym.bind(ctx, dict(args, **{INPUT_NAME: mx.nd.empty(x.shape, ctx=ctx)}), grad_req="null",
+                          aux_states=aux)
+        executors[x.shape] = ex
+        while len(executors) > keep:
+            executors.popitem(last=False)
+        ex.arg_dict[INPUT_NAME]._sync_copyfrom(x)  # mx.nd.array(x) costs ~0.25 ms of Python at batch 1
+        return ex.forward(is_train=False)[0].asnumpy()
+    return forward
 
 
 class FaceEmbedder:
@@ -110,23 +137,17 @@ class FaceEmbedder:
 
     @classmethod
     def _from_symbol(cls, sym, params, size, kind, info, flip, ctx, source):
-        """Fold a float32 graph for inference (``gluonface.export.fold``) and hybridize it on ``ctx``."""
+        """Fold a float32 graph for inference (``gluonface.export.fold``) and bind it on ``ctx``."""
         import mxnet as mx
         from gluonface.export.fold import fold_for_inference, lower_for_onednn
         ctx = ctx or mx.cpu()
-        opts = dict(static_alloc=True, static_shape=True)
         if kind != "int8":  # INT8 graphs come out of quantisation already fused
             sym, arg, aux = fold_for_inference(sym, params, {}, (1, 3) + size)
             if ctx.device_type == "cpu" and mx.runtime.Features().is_enabled("MKLDNN"):
                 sym, arg, aux = lower_for_onednn(sym, arg, aux, (1, 3) + size)
-                # Gluon's CachedOp fuses conv + BN / activation / sum only when asked (Module does by default).
-                opts["backend"] = "MKLDNN"
+                sym = sym.optimize_for("MKLDNN")  # fuse conv + activation / sum, as Module does by default
             params = dict(arg, **aux)
-        block = symbol_block(sym, params, ctx)
-        block.hybridize(**opts)
-
-        def forward(x):
-            return block(mx.nd.array(check_input(x, size), ctx=ctx)).asnumpy()
+        forward = bound_forward(sym, params, ctx)
         try:
             forward(np.zeros((1, 3) + size, np.float32))
         except mx.base.MXNetError as exc:

@@ -95,3 +95,13 @@ def test_embed_photo_with_landmarks_and_without_face(model):
     assert result.aligned and e.shape == (8,)
     with pytest.raises(GluonFaceError, match="no usable face"):
         emb.embed_photo(np.full((160, 160, 3), 128, np.uint8))
+
+
+def test_from_net_and_changing_batch_sizes(model):
+    """The in-memory Gluon embedder gives the network's outputs; more batch shapes than executors kept."""
+    net, prefix = model
+    for emb in (FaceEmbedder.from_net(net), FaceEmbedder.from_path(prefix)):
+        for n in (1, 2, 3, 4, 5, 6, 1):
+            x = np.random.default_rng(n).uniform(0, 255, (n, 3, 112, 112)).astype(np.float32)
+            np.testing.assert_allclose(emb(x), net(mx.nd.array(x)).asnumpy(), rtol=1e-5, atol=1e-5)
+    assert FaceEmbedder.from_net(net).kind == "gluon"
