@@ -229,12 +229,15 @@ class DistConfig(_Section):
     compression: str = "none"
     elastic: bool = False
     min_workers: int = 1
+    commit_every: int = 0
 
     def check(self):
         _one_of(self.engine, ("local", "kvstore", "horovod"), "dist.engine")
         _one_of(self.kvstore, ("device", "local", "dist_sync", "dist_device_sync", "dist_async"), "dist.kvstore")
         _one_of(self.compression, ("none", "fp16", "2bit"), "dist.compression")
         _require(self.min_workers >= 1, "dist.min_workers", "must be >= 1", "e.g. 1")
+        _require(self.commit_every >= 0, "dist.commit_every", "must be >= 0",
+                 "use 0 (commit at every checkpoint) or a positive number of steps")
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,7 @@ SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "
 # Keys that do not change the training trajectory: a run may be resumed with them changed.
 NON_TRAJECTORY_KEYS = {
     "data": {"num_workers", "decode_cache_mb"},
+    "dist": {"commit_every"},
     "train": {"max_steps", "run_dir", "log_every", "progress_bar", "checkpoint_every", "keep_checkpoints",
               "checkpoint_at_epoch_end"},
     "eval": {"bins", "every", "batch_size", "flip", "nfolds", "best_by"},
