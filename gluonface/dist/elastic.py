@@ -4,7 +4,9 @@ Horovod 0.28.1 ships elastic wrappers for TensorFlow and PyTorch only. This modu
 pieces: an ``ElasticState`` that commits/restores/broadcasts Gluon parameters and trainer (optimizer) states
 plus plain Python attributes (step, epoch, ...), and ``run`` which turns MXNet's errors from a broken
 collective into ``HorovodInternalError`` so that Horovod's loop restores the last commit, re-initialises
-with the surviving workers and calls the training function again.
+with the surviving workers and calls the training function again. ``world_context`` gives the
+``DistContext`` of the current membership. ``gluonface train`` uses all of it when ``dist.elastic`` is set
+(``gluonface.engine.elastic_loop``).
 
 Usage (under ``gluonface launch --engine horovod --elastic``, i.e. ``horovodrun`` with host discovery)::
 
@@ -19,18 +21,81 @@ Usage (under ``gluonface launch --engine horovod --elastic``, i.e. ``horovodrun`
 
     train(state)
 """
-import itertools
+import dataclasses
+import os
 
 import mxnet as mx
 
-from gluonface.dist.context import import_horovod
+from gluonface.dist.context import KVHandle, import_horovod
 from gluonface.dist.trainer import broadcast_from_rank0
+from gluonface.errors import GluonFaceError
 
-_sync_round = itertools.count()
+
+def require_elastic_launch(dist_ctx):
+    """Refuse ``dist.elastic`` outside Horovod's elastic driver (nobody would re-form the ring)."""
+    if dist_ctx.engine != "horovod" or os.environ.get("HOROVOD_ELASTIC") != "1":
+        raise GluonFaceError("dist.elastic=true needs Horovod's elastic driver (engine here: "
+                             f"{dist_ctx.engine}); fix: start the job with `gluonface launch CONFIG --engine "
+                             "horovod --workers N --elastic`, or set dist.elastic=false")
+
+
+def world_context(dist_ctx):
+    """``dist_ctx`` with this membership's rank, size and local rank (after ``hvd.init``).
+
+    The devices stay those the process started with (its parameters live there), and the collective
+    name counters start again at zero: every member re-enters training from the same synced state, so
+    they make the same calls in the same order.
+    """
+    hvd = import_horovod()
+    return dataclasses.replace(dist_ctx, rank=hvd.rank(), num_workers=hvd.size(), local_rank=hvd.local_rank(),
+                               handle=KVHandle(None))
+
+
+def _trainer_state(trainer):
+    """(pickled updater states, the optimizer's update counters): what the learning-rate schedule and
+    Adam's bias correction read, besides momentum."""
+    opt = trainer._optimizer
+    counts = {dev: dict(c) for dev, c in opt._all_index_update_counts.items()}
+    return trainer._updaters[0].get_states(dump_optimizer=False), (opt.num_update, counts)
+
+
+def _set_trainer_state(trainer, saved):
+    states, (num_update, counts) = saved
+    for updater in trainer._updaters:
+        updater.set_states(states)
+    opt = trainer._optimizer
+    opt.num_update = num_update
+    opt._all_index_update_counts = {dev: dict(c) for dev, c in counts.items()}
+    opt._all_index_update_counts.setdefault(0, {})
+    opt._index_update_count = opt._all_index_update_counts[0]
+
+
+def _broadcast_object(hvd):
+    """``hvd.broadcast_object`` that returns ``obj`` itself when this process is the whole job.
+
+    Horovod 0.28.1's MXNet ops race at size 1: the background thread completes the op (and MXNet frees its
+    name) before ``EnqueueTensorBroadcast`` has logged that name, a use-after-free that crashed about one
+    survivor in five in our kill tests (core dump: memcpy from the freed name in operations.cc:1745). At
+    size 1 a broadcast from rank 0 is the identity, so no op is issued.
+    """
+    def bcast(obj, root_rank=0, name=None):
+        return obj if hvd.size() == 1 else hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+    return bcast
+
+
+def _scale_attr(trainer):
+    # with fp16 AMP the loss scaler rewrites ``_scale`` from ``_amp_original_scale`` every step
+    return "_amp_original_scale" if hasattr(trainer, "_amp_original_scale") else "_scale"
 
 
 class ElasticState:
-    """Factory: an ``ObjectState`` subclass instance (Horovod is imported lazily)."""
+    """Factory: an ``ObjectState`` subclass instance (Horovod is imported lazily).
+
+    Args:
+        params: ``ParameterDict``/dict/list of initialised parameters to commit and broadcast.
+        trainers: Horovod ``DistributedTrainer`` s whose optimizer states (and gradient scale) follow.
+        **attrs: plain Python values, exposed as attributes, committed and broadcast from rank 0.
+    """
 
     def __new__(cls, params, trainers=(), **attrs):
         from horovod.common.elastic import ObjectState
@@ -41,17 +106,24 @@ class ElasticState:
                 self.params = sorted(params.values() if hasattr(params, "values") else params,
                                      key=lambda p: p.name)
                 self.trainers = list(trainers)
-                # DistributedTrainer divides its scale by the world size it was built with
-                self._unit_scale = [t._scale * hvd.size() for t in self.trainers]
+                # Without NCCL averaging DistributedTrainer divides its scale by the world size it was
+                # built with; keep the one-worker scale to redo that for every new size.
+                self._unit_scale = [getattr(t, _scale_attr(t)) * hvd.size()
+                                    if getattr(t, "_average_in_framework", False) else None for t in self.trainers]
                 self._saved_params = None
                 self._saved_trainers = None
-                super().__init__(bcast_object=hvd.broadcast_object, get_rank=hvd.rank, **attrs)
+                super().__init__(bcast_object=_broadcast_object(hvd), get_rank=hvd.rank, **attrs)
                 self._snapshot()
 
             def _snapshot(self):
                 self._saved_params = [p.list_data()[0].copy() for p in self.params]
-                self._saved_trainers = [t._updaters[0].get_states(dump_optimizer=False) for t in self.trainers]
+                self._saved_trainers = [_trainer_state(t) for t in self.trainers]
                 mx.nd.waitall()
+
+            def _rescale(self):
+                for t, unit in zip(self.trainers, self._unit_scale):
+                    if unit is not None:
+                        setattr(t, _scale_attr(t), unit / hvd.size())
 
             def save(self):
                 self._snapshot()
@@ -60,21 +132,24 @@ class ElasticState:
             def restore(self):
                 for p, saved in zip(self.params, self._saved_params):
                     p.set_data(saved)
-                for t, states in zip(self.trainers, self._saved_trainers):
-                    for updater in t._updaters:
-                        updater.set_states(states)
+                for t, saved in zip(self.trainers, self._saved_trainers):
+                    _set_trainer_state(t, saved)
                 mx.nd.waitall()
                 super().restore()
 
+            def reset(self):
+                # after hvd.init with the new members; sync may be skipped (workers only removed)
+                self._rescale()
+
             def sync(self):
-                # every rank adopts rank 0's weights, optimizer states and attributes, for the new world size
-                broadcast_from_rank0(hvd, self.params, f"elastic.{next(_sync_round)}.")
-                for i, t in enumerate(self.trainers):
-                    states = hvd.broadcast_object(t._updaters[0].get_states(dump_optimizer=False),
-                                                  root_rank=0, name=f"elastic.trainer{i}")
-                    for updater in t._updaters:
-                        updater.set_states(states)
-                    t._scale = self._unit_scale[i] / hvd.size()
+                # Every rank adopts rank 0's weights, optimizer states and attributes. Fixed tensor names:
+                # a worker that joins later makes the same calls as the ones that were there.
+                if hvd.size() > 1:   # alone, this process is rank 0 (and see _broadcast_object)
+                    broadcast_from_rank0(hvd, self.params, "elastic.")
+                    for i, t in enumerate(self.trainers):
+                        _set_trainer_state(t, self._bcast_object(_trainer_state(t), root_rank=0,
+                                                                 name=f"elastic.trainer{i}"))
+                self._rescale()
                 super().sync()
                 self._snapshot()
 
