@@ -104,27 +104,40 @@ def _resume(ckpt_dir, cfg, parts, hooks, dist_ctx, say):
     return start
 
 
+def _make_hooks(cfg, run_dir, bins, parts, dist_ctx, logger):
+    """Log, verification and checkpoint hooks, in that order (``best`` is in the checkpoint of its step)."""
+    from gluonface.engine.hooks import CheckpointHook, LogHook, VerifyHook
+    hooks = [LogHook(logger, cfg.train.log_every, cfg.train.progress_bar, dist_ctx),
+             VerifyHook(logger, cfg.eval, bins, run_dir, dist_ctx, parts.image_size)]
+    hooks.append(CheckpointHook(run_dir, cfg.train, dist_ctx, config_hash=cfg.trajectory_hash(),
+                                sharded=parts.sharded, hooks=list(hooks), amp=parts.amp))
+    return hooks
+
+
 def train(cfg, resume=None):
     """Train (or resume) the run described by ``cfg``.
+
+    With ``dist.elastic`` (set by ``gluonface launch --engine horovod --elastic``) the loop survives workers
+    leaving: see ``gluonface.engine.elastic_loop``.
 
     Args:
         cfg: ``gluonface.config.Config``.
         resume: None (fresh; refuses a run dir that has checkpoints), 'auto' (continue the newest checkpoint
             of ``train.run_dir`` or start fresh with a note), or the path of a run directory to continue.
     Returns:
-        dict: ``run_dir``, ``step`` (completed steps), ``schedule`` (derived numbers), ``verification``
-        (last ``{set: metrics}`` on the main worker), ``best`` (``{'accuracy', 'step'}``).
+        dict: ``run_dir``, ``step`` (completed steps), ``schedule`` (derived numbers), ``is_main`` (this
+        process ended as the main worker), ``verification`` (last ``{set: metrics}`` on the main worker),
+        ``best`` (``{'accuracy', 'step'}``).
     """
+    from functools import partial
+
     from gluonface.dist import init_dist
     from gluonface.engine.build import build_everything
-    from gluonface.engine.hooks import CheckpointHook, LogHook, VerifyHook
-    from gluonface.engine.loop import TrainLoop
-    from gluonface.engine.runlog import plot_curves
+    from gluonface.engine.runlog import RunLogger, plot_curves
 
     dist_ctx = init_dist(cfg.dist, cfg.train.devices)
     run_dir = resume if resume not in (None, "auto") else resolve_run_dir(cfg)
-    main = dist_ctx.is_main
-    say = print if main else (lambda *_: None)
+    say = print if dist_ctx.is_main else (lambda *_: None)
     ckpt_dir = find_resume_checkpoint(run_dir, resume, say)
     if ckpt_dir:
         _check_same_trajectory(cfg, ckpt_dir, run_dir)
@@ -132,24 +145,40 @@ def train(cfg, resume=None):
 
     parts = build_everything(cfg, dist_ctx)
     sched = parts.schedule
-    logger = _open_run_dir(cfg, run_dir, parts, dist_ctx, ckpt_dir) if main else None
-    log_hook = LogHook(logger, cfg.train.log_every, cfg.train.progress_bar, dist_ctx)
-    verify_hook = VerifyHook(logger, cfg.eval, bins, run_dir, dist_ctx, parts.image_size)
-    hooks = [log_hook, verify_hook]
-    hooks.append(CheckpointHook(run_dir, cfg.train, dist_ctx, config_hash=cfg.trajectory_hash(),
-                                sharded=parts.sharded, hooks=list(hooks), amp=parts.amp))
+    logger = _open_run_dir(cfg, run_dir, parts, dist_ctx, ckpt_dir) if dist_ctx.is_main else None
+    make_hooks = partial(_make_hooks, cfg, run_dir, bins, parts)
+    hooks = make_hooks(dist_ctx, logger)
     start = _resume(ckpt_dir, cfg, parts, hooks, dist_ctx, say) if ckpt_dir else 0
-    loop = TrainLoop(parts.net, parts.loss_block, parts.trainers, parts.loader, dist_ctx, sched, hooks,
-                     amp=parts.amp)
+    if cfg.dist.elastic:
+        from gluonface.engine.elastic_loop import ElasticRun
+        runner = ElasticRun(cfg, parts, dist_ctx, make_hooks, partial(RunLogger, run_dir), logger)
+    else:
+        runner = _WholeRun(parts, dist_ctx, logger)
     try:
-        loop.run(start, sched.stop_step)
+        loop = runner.run(start, hooks)
     finally:
         parts.loader.close()
-        if logger is not None:
+        if runner.logger is not None:
             plot_curves(os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "curves.png"))
-            logger.close()
-    return {"run_dir": run_dir, "step": loop.step, "schedule": sched.as_dict(), "is_main": main,
-            "verification": verify_hook.last, "best": verify_hook.best}
+            runner.logger.close()
+    verify_hook = next(h for h in runner.hooks if h.name == "verify")
+    return {"run_dir": run_dir, "step": loop.step, "schedule": sched.as_dict(),
+            "is_main": runner.dist_ctx.is_main, "verification": verify_hook.last, "best": verify_hook.best}
+
+
+class _WholeRun:
+    """One ``TrainLoop`` from start to stop, the non-elastic case of ``ElasticRun``'s interface: ``run(start,
+    hooks)`` returns the loop; ``hooks``, ``dist_ctx`` and ``logger`` are then the final ones."""
+
+    def __init__(self, parts, dist_ctx, logger):
+        self.parts, self.dist_ctx, self.logger, self.hooks = parts, dist_ctx, logger, []
+
+    def run(self, start, hooks):
+        from gluonface.engine.loop import TrainLoop
+        p, self.hooks = self.parts, hooks
+        loop = TrainLoop(p.net, p.loss_block, p.trainers, p.loader, self.dist_ctx, p.schedule, hooks, amp=p.amp)
+        loop.run(start, p.schedule.stop_step)
+        return loop
 
 
 def train_config(path, overrides=(), resume=None):

@@ -2,8 +2,10 @@
 
 Horovod's elastic driver (not ours) watches the workers, blacklists the host of a failed worker, and
 re-forms the ring with the survivors (down to ``--min-workers``); the workers roll back to their last
-commit (``gluonface.dist.elastic``). Because a failed worker's whole *host* is blacklisted, a one-machine
-job lists the machine under two names (``127.0.0.1`` and ``localhost``, both local to Horovod), one slot each.
+commit (``gluonface.dist.elastic``). ``gluonface train`` does that when ``dist.elastic`` is set, which this
+launcher sets on its train command, with ``dist.min_workers``. Because a failed worker's whole *host* is
+blacklisted, a one-machine job lists the machine under two names (``127.0.0.1`` and ``localhost``, both
+local to Horovod), one slot each.
 """
 import os
 import stat
@@ -54,6 +56,8 @@ def run_elastic(req, hosts, command, env, log_dir, echo):
     local = len(hosts) == 1 and hosts[0].name in _LOCAL_ALIASES
     if not local and not req.interface:
         raise GluonFaceError("a multi-host elastic job needs --interface (the NIC the hosts share)")
+    if req.command is None:   # the real `gluonface train`: tell it to run elastically
+        command = tuple(command) + ("--set", "dist.elastic=true", "--set", f"dist.min_workers={req.min_workers}")
     argv = horovodrun_argv(command, None, workers=req.workers, interface=req.interface or "lo", elastic=True,
                            min_workers=req.min_workers, discovery_script=script)
     argv = (_horovodrun(),) + tuple(argv[1:])
