@@ -4,9 +4,10 @@ same network before training.
 
 Sizes (chosen for ≤ ~4 min on 2 CPU cores): 200 training identities × 10 images, 4 epochs of batch 64
 (124 steps) of ``iresnet_tiny`` as in configs/tiny_synthetic.yaml; 40 held-out identities × 10 images,
-400 pairs. Measured on the 2-core development machine (untrained: 74.0 %): 4 epochs 97.75 %; 3 epochs
-96.7 %; 3 epochs with lr 0.2 96.0 %, with the published s 64 / m 0.5 96.0 %; 100 × 20 images for 2 epochs
-95.5 % (too close to the bar).
+400 pairs. Measured on the 2-core development machine with the current renderer: untrained 75.3 %,
+trained 96.5 % (data seeds 2/3 instead of 0/1: 97.7 %). With the first renderer (untrained 74.0 %):
+4 epochs 97.75 %; 3 epochs 96.7 %; 3 epochs with lr 0.2 96.0 %, with the published s 64 / m 0.5 96.0 %;
+100 × 20 images for 2 epochs 95.5 % (too close to the bar).
 """
 import os
 import subprocess
