@@ -29,7 +29,8 @@ def _labels(name, role):
 def mpijob(req, python="python"):
     """The ``MPIJob`` object (dict) of a Horovod job."""
     name = job_name(req.config)
-    command = train_argv(req.config, "horovod", overrides=req.overrides, resume=req.resume, python=python)
+    command = list(req.command) if req.command else \
+        train_argv(req.config, "horovod", overrides=req.overrides, resume=req.resume, python=python)
     launcher_cmd = list(horovodrun_argv(command, None, workers=req.workers, interface=req.interface or "eth0",
                                         hostfile="/etc/mpi/hostfile"))
     container = {"image": req.image, "imagePullPolicy": "IfNotPresent", "env": ENV_THREADS}
@@ -68,8 +69,9 @@ def ps_objects(req, python="python"):
         {"name": "DMLC_NUM_WORKER", "value": str(req.workers)},
         {"name": "DMLC_NODE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ] + ENV_THREADS
-    worker_cmd = list(train_argv(req.config, "kvstore", kvstore=req.kvstore, overrides=req.overrides,
-                                 resume=req.resume, python=python))
+    worker_cmd = list(req.command) if req.command else \
+        list(train_argv(req.config, "kvstore", kvstore=req.kvstore, overrides=req.overrides, resume=req.resume,
+                        python=python))
     server_cmd = [python, *SERVER_ENTRY]
     service = {
         "apiVersion": "v1", "kind": "Service",

@@ -12,6 +12,11 @@ def render(req, cfg=None, echo=sys.stderr):
     Returns:
         exit code (0, or sbatch's).
     """
+    if req.elastic:
+        where = "--slurm" if req.slurm else "--k8s"
+        raise GluonFaceError(f"--elastic is not available with {where}: the written job has a fixed set of "
+                             "workers; fix: drop --elastic (a failed job then resumes with --resume auto), or run "
+                             "`gluonface launch --elastic --hosts FILE` on machines it can reach over ssh")
     if req.slurm:
         from gluonface.launch.slurm import render_sbatch
         with open(req.slurm, "w", encoding="utf-8") as f:

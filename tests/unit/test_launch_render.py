@@ -63,6 +63,27 @@ def test_k8s_contract():
     assert yaml.safe_load(yaml.safe_dump(job)) == job
 
 
+def test_k8s_runs_an_exec_command_in_place_of_train():
+    import dataclasses
+    cmd = ("python", "my train.py", "--lr", "0.1")
+    worker = ps_objects(dataclasses.replace(KV, command=cmd))[3]
+    assert worker["spec"]["template"]["spec"]["containers"][0]["command"] == list(cmd)
+    launcher = mpijob(dataclasses.replace(HVD, command=cmd))["spec"]["mpiReplicaSpecs"]["Launcher"]
+    assert launcher["template"]["spec"]["containers"][0]["command"][-4:] == list(cmd)
+
+
+@pytest.mark.parametrize("where", [{"slurm": "job.sbatch"}, {"k8s": "out"}])
+def test_elastic_is_refused_for_written_jobs(tmp_path, where):
+    import dataclasses
+
+    from gluonface.errors import GluonFaceError
+    from gluonface.launch.render import render
+    where = {k: str(tmp_path / v) for k, v in where.items()}
+    with pytest.raises(GluonFaceError, match="--elastic is not available"):
+        render(dataclasses.replace(HVD, elastic=True, **where))
+    assert not os.listdir(tmp_path)
+
+
 def test_slurm_role_mapping():
     assert [role_for_task(i, 2) for i in range(5)] == ["scheduler", "server", "server", "worker", "worker"]
 
