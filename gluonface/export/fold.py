@@ -16,11 +16,9 @@ a PReLU becomes ``x + dwconv1x1(relu(dwconv1x1(x, -1)), 1 - alpha)`` (LeakyReLU 
 have no oneDNN kernel, so each one reordered the tensor to NCHW and back), and a remaining BatchNorm a
 depthwise 1x1 convolution with bias. The result is still a plain MXNet symbol.
 """
-import json
-
 import numpy as np
 
-from gluonface.export.symbol import INPUT_NAME
+from gluonface.export.graph import SymbolGraph, int_tuple
 
 _AFFINE = {  # op -> (a, c) of x -> a * x + c for its scalar s
     "_plus_scalar": lambda s: (1.0, s), "_minus_scalar": lambda s: (1.0, -s),
@@ -28,133 +26,6 @@ _AFFINE = {  # op -> (a, c) of x -> a * x + c for its scalar s
     "_div_scalar": lambda s: (1.0 / s, 0.0),
 }
 _ADD = ("elemwise_add", "_plus", "_Plus")
-
-
-def _tuple(text):
-    return tuple(int(v) for v in str(text).strip("()[] ").split(",") if v.strip()) if text else ()
-
-
-class _Graph:
-    """An MXNet symbol's JSON node list with its parameter values, edited in place."""
-
-    def __init__(self, sym, params, input_shape):
-        graph = json.loads(sym.tojson())
-        self.nodes, self.heads, self.attrs = graph["nodes"], graph["heads"], graph.get("attrs", {})
-        self.params = {k: np.asarray(v.asnumpy() if hasattr(v, "asnumpy") else v, np.float64)
-                       for k, v in params.items()}
-        internals = sym.get_internals()
-        _, shapes, _ = internals.infer_shape(**{INPUT_NAME: tuple(input_shape)})
-        self.shapes = dict(zip(internals.list_outputs(), shapes))
-        self._uses = None
-
-    def op(self, entry):
-        return self.nodes[entry[0]]["op"]
-
-    def node(self, entry):
-        return self.nodes[entry[0]]
-
-    def shape(self, entry):
-        return self.shapes.get(self.node(entry)["name"] + "_output")
-
-    def attr(self, entry, key, default=None):
-        return self.node(entry).get("attrs", {}).get(key, default)
-
-    def value(self, entry):
-        """The parameter value of a variable entry, else None."""
-        node = self.node(entry)
-        return self.params.get(node["name"]) if node["op"] == "null" else None
-
-    def users(self, entry):
-        """Indices of the nodes reading ``entry`` (once per input slot); -1 stands for a graph output."""
-        if self._uses is None:
-            self._uses = {}
-            for i in self.live():
-                for e in self.nodes[i]["inputs"]:
-                    self._uses.setdefault((e[0], e[1]), []).append(i)
-            for e in self.heads:
-                self._uses.setdefault((e[0], e[1]), []).append(-1)
-        return self._uses.get((entry[0], entry[1]), [])
-
-    def only_user(self, entry):
-        """The index of the single node consuming ``entry``, else None."""
-        users = self.users(entry)
-        return users[0] if len(users) == 1 and users[0] >= 0 else None
-
-    def fresh(self, base):
-        taken = {n["name"] for n in self.nodes}
-        name, k = base, 0
-        while name in taken:
-            k += 1
-            name = f"{base}{k}"
-        return name
-
-    def set_inputs(self, i, inputs, **attrs):
-        self.nodes[i]["inputs"] = [list(e) for e in inputs]
-        self.nodes[i].setdefault("attrs", {}).update({k: str(v) for k, v in attrs.items()})
-        self._uses = None
-
-    def param(self, entry, value, base):
-        """An entry holding ``value``: the variable ``entry`` rewritten when nothing else reads it, else new."""
-        if entry is not None and self.value(entry) is not None and len(self.users(entry)) == 1:
-            self.params[self.node(entry)["name"]] = np.asarray(value, np.float64)
-            self.node(entry).pop("attrs", None)  # its __shape__ may no longer hold
-            return entry
-        return self.var(base, value)
-
-    def var(self, base, value):
-        self._uses = None
-        name = self.fresh(base)
-        self.params[name] = np.asarray(value, np.float64)
-        self.nodes.append({"op": "null", "name": name, "inputs": []})
-        return [len(self.nodes) - 1, 0, 0]
-
-    def add(self, op, base, inputs, shape=None, **attrs):
-        """Append an operator node (``shape``: its output shape, for later rewrites); returns its entry."""
-        self._uses = None
-        name = self.fresh(base)
-        self.nodes.append({"op": op, "name": name, "inputs": [list(e) for e in inputs],
-                           "attrs": {k: str(v) for k, v in attrs.items()}})
-        self.shapes[name + "_output"] = shape
-        return [len(self.nodes) - 1, 0, 0]
-
-    def redirect(self, old, new):
-        """Make every use of ``old`` (node index, output 0) read ``new`` instead."""
-        self._uses = None
-        for n in self.nodes:
-            n["inputs"] = [list(new) if e[0] == old and e[1] == 0 else e for e in n["inputs"]]
-        self.heads = [list(new) if e[0] == old and e[1] == 0 else e for e in self.heads]
-
-    def live(self):
-        """Indices of the nodes the outputs depend on, inputs before readers."""
-        order, seen = [], set()
-
-        def visit(i):
-            stack = [(i, False)]
-            while stack:
-                j, done = stack.pop()
-                if done:
-                    order.append(j)
-                elif j not in seen:
-                    seen.add(j)
-                    stack.append((j, True))
-                    stack.extend((e[0], False) for e in reversed(self.nodes[j]["inputs"]) if e[0] not in seen)
-        for e in self.heads:
-            visit(e[0])
-        return order
-
-    def to_symbol(self):
-        """(symbol, arg_params, aux_params) of the nodes the outputs depend on, as float32 NDArrays."""
-        import mxnet as mx
-        order = self.live()
-        index = {old: new for new, old in enumerate(order)}
-        nodes = [dict(self.nodes[i], inputs=[[index[e[0]], e[1], e[2]] for e in self.nodes[i]["inputs"]])
-                 for i in order]
-        graph = {"nodes": nodes, "arg_nodes": [k for k, n in enumerate(nodes) if n["op"] == "null"],
-                 "heads": [[index[e[0]], e[1], e[2]] for e in self.heads], "attrs": self.attrs}
-        sym = mx.sym.load_json(json.dumps(graph))
-        aux = set(sym.list_auxiliary_states())
-        values = {n: mx.nd.array(self.params[n].astype(np.float32)) for n in sym.list_inputs() if n != INPUT_NAME}
-        return sym, {k: v for k, v in values.items() if k not in aux}, {k: v for k, v in values.items() if k in aux}
 
 
 def _bn_affine(g, i):
@@ -251,7 +122,7 @@ def _channel_prelu(g, i):
             continue
         c = int(g.attr(conv, "num_filter", 0))
         minimum, w = g.node(conv)["inputs"][:2]
-        if (_tuple(g.attr(conv, "kernel")) != (1, 1) or int(g.attr(conv, "num_group", 1)) != c
+        if (int_tuple(g.attr(conv, "kernel")) != (1, 1) or int(g.attr(conv, "num_group", 1)) != c
                 or g.attr(conv, "no_bias") not in ("True", "1") or g.op(minimum) != "_minimum_scalar"
                 or float(g.attr(minimum, "scalar")) != 0.0 or g.node(minimum)["inputs"][0][:2] != x[:2]):
             continue
@@ -291,9 +162,9 @@ def _pool_as_conv(g):
         if node["op"] != "Pooling" or g.attr([i], "pool_type") != "avg" or g.attr([i], "global_pool") in ("True",
                                                                                                             "1"):
             continue
-        kernel, stride = _tuple(g.attr([i], "kernel")), _tuple(g.attr([i], "stride")) or (1, 1)
+        kernel, stride = int_tuple(g.attr([i], "kernel")), int_tuple(g.attr([i], "stride")) or (1, 1)
         shape = g.shape(node["inputs"][0])
-        if (len(kernel) != 2 or kernel != stride or any(_tuple(g.attr([i], "pad", "(0, 0)"))) or shape is None
+        if (len(kernel) != 2 or kernel != stride or any(int_tuple(g.attr([i], "pad", "(0, 0)"))) or shape is None
                 or shape[2] % kernel[0] or shape[3] % kernel[1] or not _affine_chain(g, node["inputs"][0], i)[3]):
             continue
         ch = shape[1]
@@ -307,7 +178,7 @@ def _pool_as_conv(g):
 def _fold_affine_into_conv(g):
     """Scalar ``a * x + c`` read only by an unpadded Convolution: W -> a W, b -> b + c * sum(W)."""
     for i, node in enumerate(g.nodes):
-        if node["op"] != "Convolution" or any(_tuple(g.attr([i], "pad", "(0, 0)"))):
+        if node["op"] != "Convolution" or any(int_tuple(g.attr([i], "pad", "(0, 0)"))):
             continue
         x, a, c, count = _affine_chain(g, node["inputs"][0], i)
         w_entry, w, b_entry, b = _weight_bias(g, i)
@@ -325,7 +196,7 @@ def fold_for_inference(sym, arg_params, aux_params, input_shape=(1, 3, 112, 112)
     Returns:
         (sym, arg_params, aux_params) of the folded graph, float32 NDArrays; same input and output names.
     """
-    g = _Graph(sym, dict(arg_params, **aux_params), input_shape)
+    g = SymbolGraph(sym, dict(arg_params, **aux_params), input_shape)
     for rewrite in (_fold_channel_prelu, _fold_param_scalars, _drop_dropout, _fold_bn_into_producer,
                     _fold_bn_into_dense, _pool_as_conv, _fold_affine_into_conv):
         rewrite(g)
@@ -371,7 +242,7 @@ def lower_for_onednn(sym, arg_params, aux_params, input_shape=(1, 3, 112, 112)):
     Returns:
         (sym, arg_params, aux_params) of a plain MXNet symbol, float32 NDArrays.
     """
-    g = _Graph(sym, dict(arg_params, **aux_params), input_shape)
+    g = SymbolGraph(sym, dict(arg_params, **aux_params), input_shape)
     for rewrite in (_lower_prelu, _lower_batchnorm):
         rewrite(g)
     return g.to_symbol()

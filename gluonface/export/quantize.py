@@ -54,7 +54,6 @@ def quantize_symbol(sym, arg_params, aux_params, calib_images, calib_mode="naive
     """
     import mxnet as mx
     from mxnet.contrib.quantization import quantize_model_mkldnn
-    from gluonface.export.fold import lower_for_onednn
     if not mx.runtime.Features().is_enabled("MKLDNN"):
         raise GluonFaceError("this MXNet build has no MKLDNN (oneDNN); fix: install the CPU wheel "
                              "`mxnet==1.9.1`, which includes it, for INT8 export")
@@ -65,8 +64,6 @@ def quantize_symbol(sym, arg_params, aux_params, calib_images, calib_mode="naive
         raise GluonFaceError(f"calibration images have shape {calib_images.shape}; expected (n, H, W, 3) with "
                              "n >= 1; fix: pass uint8 RGB aligned faces")
     data = calib_images.transpose(0, 3, 1, 2).astype(np.float32)
-    # PReLU as oneDNN convolutions quantises; a LeakyReLU(prelu) would stay float32 between (de)quantize nodes.
-    sym, arg_params, aux_params = lower_for_onednn(sym, arg_params, aux_params, (1,) + data.shape[1:])
     batch_size = min(batch_size, len(data))
     # Whole batches only: quantize_model binds one shape; a padded last batch would skew the ranges.
     usable = len(data) // batch_size * batch_size

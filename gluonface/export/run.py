@@ -69,8 +69,9 @@ def _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks,
     from gluonface.export.quantize import calibration_images, quantize_symbol
     from gluonface.export.symbol import save_symbol
     images = calibration_images(calib, calib_images, image_size=input_size)
-    qsym, qarg, qaux = quantize_symbol(exported["sym"], exported["arg_params"], exported["aux_params"],
-                                       images, calib_mode=calib_mode)
+    # From the traced graph: the folded one (PReLU as one LeakyReLU, dense layer without its BatchNorms) gives
+    # MobileFaceNet a quantised graph whose output is wrong (cosine 0 to float32) with MXNet 1.9.1.
+    qsym, qarg, qaux = quantize_symbol(*exported["traced"], images, calib_mode=calib_mode)
     q = save_symbol(qsym, qarg, qaux, f"{out_prefix}-int8")
     files.update(int8_symbol=q["symbol"], int8_params=q["params"])
     forms["int8"] = FaceEmbedder.from_path(f"{out_prefix}-int8")

@@ -85,14 +85,15 @@ def export_symbol(net, out_prefix, output_name=OUTPUT_NAME, fold=True, input_siz
         input_size: (H, W) the network takes (shape inference of the folding).
 
     Returns:
-        dict with ``symbol`` and ``params`` paths, plus ``sym``, ``arg_params``, ``aux_params``.
+        dict with ``symbol`` and ``params`` paths, plus ``sym``, ``arg_params``, ``aux_params`` as written and
+        ``traced`` (sym, arg_params, aux_params) before folding.
     """
-    sym, arg, aux = embedding_symbol(net, output_name)
+    sym, arg, aux = traced = embedding_symbol(net, output_name)
     if fold:
         from gluonface.export.fold import fold_for_inference
         sym, arg, aux = fold_for_inference(sym, arg, aux, (1, 3) + tuple(input_size))
     paths = save_symbol(sym, arg, aux, out_prefix)
-    return dict(paths, sym=sym, arg_params=arg, aux_params=aux)
+    return dict(paths, sym=sym, arg_params=arg, aux_params=aux, traced=traced)
 
 
 def split_prefix(prefix_or_json):
