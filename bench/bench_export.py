@@ -94,9 +94,13 @@ def forms(net, prefix):
     import mxnet as mx
     from gluonface.export.embedder import FaceEmbedder
     from gluonface.export.onnx import export_onnx
-    from gluonface.export.symbol import embedding_symbol
+    from gluonface.export.symbol import embedding_symbol, export_symbol, load_symbol_block
     traced_onnx = export_onnx(*embedding_symbol(net), prefix + "-traced.onnx")
+    export_symbol(net, prefix + "-traced", fold=False)
+    before = load_symbol_block(prefix + "-traced")  # FaceEmbedder before folding: SymbolBlock + nd.array
+    before.hybridize(static_alloc=True, static_shape=True, backend="MKLDNN")
     out = {"training block": lambda x: net(mx.nd.array(x)).asnumpy(),
+           "symbol, unfolded (before)": lambda x: before(mx.nd.array(x)).asnumpy(),
            "gluon": FaceEmbedder.from_net(net),
            "symbol": FaceEmbedder.from_path(prefix),
            "onnxruntime": FaceEmbedder.from_path(prefix + ".onnx", threads=THREADS),
@@ -108,6 +112,8 @@ def forms(net, prefix):
 
 BASELINES = ("onnxruntime", "onnxruntime, traced graph")
 LEGEND = ("Rows: *training block* = the Gluon network hybridized as trained (static_alloc, static_shape); "
+          "*symbol, unfolded (before)* = the traced graph as `FaceEmbedder` ran it before folding (SymbolBlock "
+          "with oneDNN fusion, a new `mx.nd.array` per call); "
           "*gluon* = `FaceEmbedder.from_net(net)` (the same network traced and folded in memory); *symbol* = "
           "`FaceEmbedder.from_path` on the exported files; *onnxruntime* = the exported (folded) ONNX, "
           "*traced graph* = ONNX of the unfolded traced graph, both at onnxruntime's defaults with the same "
