@@ -80,7 +80,11 @@ def broadcast_from_rank0(hvd, params, prefix):
     Not ``hvd.broadcast_parameters``: it hands Horovod the parameter arrays themselves, and after an
     inference-mode forward MKLDNN keeps conv weights in its own layout, which Horovod cannot read ("can't
     generate TBlob for MKLDNN data"). A ``copy()`` has the plain layout; the result is copied back.
+    A single rank has nothing to receive: no Horovod operation is issued (Horovod 0.28.1 can read a freed
+    operation name at world size 1 and crash).
     """
+    if hvd.size() == 1:
+        return
     for p in sorted(params, key=lambda q: q.name):
         tmp = p.list_data()[0].copy()
         hvd.broadcast_(tmp, root_rank=0, name=f"{prefix}bcast.{p.name}")
