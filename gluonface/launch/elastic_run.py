@@ -8,6 +8,7 @@ blacklisted, a one-machine job lists the machine under two names (``127.0.0.1`` 
 local to Horovod), one slot each.
 """
 import os
+import shlex
 import stat
 
 from gluonface.errors import GluonFaceError
@@ -54,6 +55,10 @@ def run_elastic(req, hosts, command, env, log_dir, echo):
     os.makedirs(log_dir, exist_ok=True)
     script = write_discovery_script(os.path.join(log_dir, "discover_hosts.sh"), discovery_lines(hosts, req.workers))
     local = len(hosts) == 1 and hosts[0].name in _LOCAL_ALIASES
+    if not local and shlex.quote(os.getcwd()) != os.getcwd():
+        raise GluonFaceError(f"an elastic job across hosts cannot start from '{os.getcwd()}': horovodrun changes "
+                             "into this directory on the other hosts without quoting it (a space or shell "
+                             "character sends them to $HOME); fix: launch from a directory whose path has none")
     if not local and not req.interface:
         raise GluonFaceError("a multi-host elastic job needs --interface (the NIC the hosts share)")
     if req.command is None:   # the real `gluonface train`: tell it to run elastically

@@ -111,3 +111,16 @@ def test_starters_never_build_shell_from_user_data():
         get_starter("local").command(spec)
     with pytest.raises(GluonFaceError, match="unknown starter"):
         get_starter("telnet")
+
+
+def test_multi_host_elastic_refuses_a_working_directory_horovodrun_would_not_quote(tmp_path, monkeypatch):
+    import types
+
+    from gluonface.launch.elastic_run import run_elastic
+    spaced = tmp_path / "my runs"
+    spaced.mkdir()
+    monkeypatch.chdir(spaced)
+    req = types.SimpleNamespace(min_workers=1, workers=2, interface="eth0", dry_run=True, timeout=None)
+    hosts = [types.SimpleNamespace(name=f"node{i}", slots=1, address=f"10.0.0.{i}") for i in (1, 2)]
+    with pytest.raises(GluonFaceError, match="without quoting"):
+        run_elastic(req, hosts, ("python", "-m", "gluonface", "train", "c.yaml"), {}, str(tmp_path / "logs"), None)
