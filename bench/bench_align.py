@@ -182,25 +182,16 @@ def bench_consistency():
           f"(a 5-point similarity on a real face; an unaligned crop is off by 10+ px)")
 
 
-def blob_image(points, shape, sigma):
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
-    img = np.zeros(shape + (3,))
-    for k, (x, y) in enumerate(points):
-        img[:, :, k % 3] += 250 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def centroids(img, near, r=5):
-    out = []
-    for k, (x, y) in enumerate(near):
-        x0, y0 = int(round(x)) - r, int(round(y)) - r
-        win = img[y0:y0 + 2 * r + 1, x0:x0 + 2 * r + 1, k % 3].astype(np.float64)
-        yy, xx = np.mgrid[0:win.shape[0], 0:win.shape[1]]
-        out.append([(win * xx).sum() / win.sum() + x0, (win * yy).sum() / win.sum() + y0])
-    return np.array(out)
+def _blob_helpers():
+    """The tests' blob renderer and centroid finder (tests/blob_landmarks.py), shared rather than copied."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from blob_landmarks import blob_centres, render_blobs
+    return render_blobs, blob_centres
 
 
 def bench_warp(count):
+    render_blobs, blob_centres = _blob_helpers()
     rng = np.random.default_rng(0)
     emit("\n## Warp accuracy from true points")
     for size in (112, "112x96", 224):
@@ -210,10 +201,10 @@ def bench_warp(count):
             pose[:, 2] += rng.uniform(40, 120, 2)
             pts = transform_points(pose, ARCFACE_112)
             sigma = 1.6 * np.hypot(pose[0, 0], pose[1, 0])  # blobs scale with the face
-            crop, _ = align_face(blob_image(pts, (400, 420), sigma), pts, size)
+            crop, _ = align_face(render_blobs(pts, (400, 420), sigma), pts, size)
             template = arcface_template(size)
             r = int(round(5 * template[1, 0] / ARCFACE_112[1, 0]))  # window grows with the crop
-            errs.append(np.linalg.norm(centroids(crop, template, r) - template, axis=1))
+            errs.append(np.linalg.norm(blob_centres(crop, template, r) - template, axis=1))
         errs = np.concatenate(errs)
         emit(f"blobs -> {size}: warped point error mean {errs.mean():.3f} px, max {errs.max():.3f} px "
               f"({count} random poses)")
