@@ -7,7 +7,8 @@ dataset index)``. Hence ``iter_from(step)`` after a restart yields exactly the b
 run would have, for any ``num_workers``.
 
 Workers are forked processes that decode into shared-memory slots (no pickling of pixel data); the parent
-copies a finished slot out and hands it back.
+copies a finished slot out and reuses it, or, with ``iter_from(step, lend=True)``, hands out the slot itself
+until the consumer returns it with ``give_back`` (the training loop does this: no copy of the batch).
 With ``decode_cache_mb``, decoded images are kept in a ``DecodeCache`` shared by the workers, so each
 image is decoded once per run instead of once per epoch. Workers never touch MXNet.
 """
@@ -22,6 +23,8 @@ from gluonface.data.batch import DecodeCache, fill_batch
 from gluonface.data.sampler import ShardSampler
 from gluonface.data.transforms import AugmentConfig
 from gluonface.errors import GluonFaceError
+
+LEND_DEPTH = 3   # slots beyond the prefetch depth, for batches a lending consumer still holds
 
 
 def _worker_main(dataset, cfg, seed, normalize, slots, tasks, results, cache):
@@ -76,10 +79,12 @@ class TrainLoader:
         h, w = dataset.image_size
         need = DecodeCache.megabytes(len(dataset), h, w)
         self.cache = DecodeCache(len(dataset), h, w) if 0 < need <= decode_cache_mb else None
-        self._nslots = max(1, num_workers * prefetch)
+        self._depth = max(1, num_workers * prefetch)         # tasks in flight
+        self._nslots = self._depth + LEND_DEPTH
         self.epoch = 0
         self._procs = []
         self._inflight = 0
+        self.generation = 0     # bumped by iter_from and close: an older iterator must not be resumed
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -103,6 +108,10 @@ class TrainLoader:
             data = np.frombuffer(self._mem, np.float32, int(np.prod(shape)), base).reshape(shape)
             label = np.frombuffer(self._mem, np.float32, shape[0], base + n_data)
             self._slots.append((data, label))
+        # slot states: free, busy (a worker fills it), ready (filled, not yet yielded), lent (yielded with lend)
+        self._free = list(range(self._nslots))
+        self._ready = {}                  # step -> slot, of the current iteration
+        self._lent = {}                   # data address -> slot
         import cv2
         # Before the fork, so children inherit a pool that runs everything inline (see _worker_main).
         cv2.setNumThreads(1)
@@ -137,11 +146,24 @@ class TrainLoader:
     def _drain(self):
         # Tasks of an abandoned iteration may still be writing into slots: wait for them before reuse.
         while self._inflight:
-            self._get_result()
+            slot, _, _ = self._get_result()
             self._inflight -= 1
+            self._free.append(slot)
+        self._free.extend(self._ready.values())
+        self._ready = {}
+
+    def give_back(self, data) -> None:
+        """Return a batch yielded by ``iter_from(..., lend=True)``: its slot may be refilled from now on.
+
+        Call it only when nothing reads the arrays any more (for an MXNet NDArray made from them, after
+        ``MXNDArrayWaitToWrite`` on it). Arrays that were not lent (copies, or from a closed loader) are ignored."""
+        slot = self._lent.pop(data.__array_interface__["data"][0], None) if self._procs else None
+        if slot is not None:
+            self._free.append(slot)
 
     def close(self) -> None:
         """Stop the worker processes (they are restarted on the next iteration)."""
+        self.generation += 1
         for _ in self._procs:
             try:
                 self._tasks.put(None)
@@ -152,6 +174,7 @@ class TrainLoader:
             if p.is_alive():
                 p.terminate()
         self._procs, self._inflight = [], 0
+        self._lent, self._ready = {}, {}
 
     def __del__(self):
         try:
@@ -163,14 +186,20 @@ class TrainLoader:
     def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         return self.iter_from(0)
 
-    def iter_from(self, step: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        """Yield batches ``step .. steps_per_epoch - 1`` of the current epoch."""
+    def iter_from(self, step: int, lend: bool = False) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """Yield batches ``step .. steps_per_epoch - 1`` of the current epoch.
+
+        With ``lend`` (and workers), the arrays are the loader's shared buffers instead of copies: the
+        consumer must not write to them and returns each batch with ``give_back(data)`` once nothing reads
+        it; at most ``LEND_DEPTH`` batches can be held at once. A new iteration (or ``close``) ends the
+        previous one: resuming an older iterator is an error."""
+        self.generation += 1
         if not 0 <= step <= self.steps_per_epoch:
             raise GluonFaceError(f"cannot resume at step {step}: an epoch has {self.steps_per_epoch} steps; "
                                  f"fix: the checkpoint was made with another batch size or dataset")
         if self.num_workers == 0:
             return self._iter_inline(step)
-        return self._iter_workers(step)
+        return self._iter_workers(step, lend, self.generation)
 
     def _iter_inline(self, step):
         epoch = self.epoch
@@ -181,28 +210,38 @@ class TrainLoader:
                        augment_cfg=self.augment, normalize=self.normalize, cache=self.cache)
             yield data, label
 
-    def _iter_workers(self, step):
+    def _iter_workers(self, step, lend, generation):
         if not self._procs:
             self._start()
         self._drain()
         epoch, end = self.epoch, self.steps_per_epoch
-        free = list(range(self._nslots))
-        done = {}
         issued = step
         for s in range(step, end):
-            while free and issued < end:
-                self._tasks.put((free.pop(), epoch, issued, self.sampler.batch(epoch, issued)))
+            if self.generation != generation:
+                raise GluonFaceError("this loader iteration was ended by a newer iter_from() or close(); "
+                                     "fix: take batches from the newest iterator only")
+            while self._free and self._inflight < self._depth and issued < end:
+                self._tasks.put((self._free.pop(), epoch, issued, self.sampler.batch(epoch, issued)))
                 self._inflight += 1
                 issued += 1
-            while s not in done:
+            while s not in self._ready:
+                if not self._inflight:
+                    raise GluonFaceError(f"all {self._nslots} batch buffers of the loader are lent out; fix: "
+                                         f"give each lent batch back with give_back(data) (at most {LEND_DEPTH} "
+                                         f"held at once)")
                 slot, got_step, err = self._get_result()
                 self._inflight -= 1
                 if err is not None:
                     self.close()
                     raise GluonFaceError(err.split(": ", 1)[1] if err.startswith("GluonFaceError") else err)
-                done[got_step] = slot
-            slot = done.pop(s)
+                self._ready[got_step] = slot
+            slot = self._ready.pop(s)
             data, label = self._slots[slot]
-            out = (data.copy(), label.copy())
-            free.append(slot)
-            yield out
+            if lend:
+                self._lent[data.__array_interface__["data"][0]] = slot
+                # fresh view objects: MXNet's from_numpy marks the arrays it is given read-only
+                yield data.view(), label.view()
+            else:
+                out = (data.copy(), label.copy())
+                self._free.append(slot)
+                yield out

@@ -9,10 +9,17 @@ The loop never waits for MXNet's engine inside a step: a batch becomes an NDArra
 fetched and converted the next batch), and step ``k + 1`` is queued while step ``k`` computes. Before
 queueing step ``k + 1`` the loop waits for step ``k``'s forward pass, which bounds the work in flight to
 about two steps (memory) without starving the engine.
+
+Batches are not copied either: the loop borrows the loader's shared buffers (``iter_from(..., lend=True)``)
+and gives a batch back two steps later, after MXNet's wait-to-write on its NDArrays has confirmed that no
+queued operation (forward, backward, copies to other devices) still reads it.
 """
+from collections import deque
+
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
+from mxnet.base import _LIB, check_call
 
 from gluonface.errors import GluonFaceError
 
@@ -55,6 +62,9 @@ class TrainLoop:
         self.step = self.epoch = self.start_step = self.stop_step = 0
         self.epoch_end = False
         self.last_losses = []
+        self._live = None   # (epoch, offset, loader generation, iterator) left by a run that stopped inside an epoch
+        self._lends = hasattr(loader, "give_back")
+        self._held = deque()   # (numpy data, NDArrays) of lent batches still read by queued steps
         if loader.steps_per_epoch != schedule.steps_per_epoch:
             raise GluonFaceError(f"the loader has {loader.steps_per_epoch} steps per epoch but the schedule "
                                  f"{schedule.steps_per_epoch}; fix: build both from the same dataset and batch")
@@ -64,6 +74,11 @@ class TrainLoop:
 
         NumPy batches are taken over without a copy and must not be modified afterwards (the loader hands
         out arrays the caller owns)."""
+        held = None
+        if self._lends and isinstance(data, np.ndarray) and not data.flags["OWNDATA"]:   # a lent loader buffer
+            arrays = (mx.nd.from_numpy(data, zero_copy=True), mx.nd.from_numpy(label, zero_copy=True))
+            held = (data, arrays)
+            data, label = arrays
         data, label = as_ndarray(data), as_ndarray(label)
         if len(self.ctx) > 1:
             xs = gluon.utils.split_and_load(data, self.ctx, even_split=False)
@@ -72,6 +87,10 @@ class TrainLoop:
             xs, ys = [data.as_in_context(self.ctx[0])], [label.as_in_context(self.ctx[0])]
         for loss in self.last_losses:   # step k's forward is done: queue step k + 1 behind its backward
             loss.wait_to_read()
+        while len(self._held) >= 2:     # step k - 1 (backward, update) is done before step k's forward
+            self._give_back(self._held.popleft())
+        if held is not None:
+            self._held.append(held)
         with autograd.record():
             losses = [self.loss_block(self.net(x), y) for x, y in zip(xs, ys)]
             if self.amp is not None:
@@ -91,22 +110,47 @@ class TrainLoop:
             h.before_train(self)
         while self.step < stop_step:
             self.epoch, offset = divmod(self.step, spe)
-            self.loader.set_epoch(self.epoch)
-            for data, label in self.loader.iter_from(offset):
+            batches = self._batches(self.epoch, offset)
+            for data, label in batches:
                 self.train_step(data, label)
                 self.step += 1
                 self.epoch_end = self.step % spe == 0
                 for h in self.hooks:
                     h.after_step(self)
                 if self.step >= stop_step or self.epoch_end:
+                    if not self.epoch_end:    # a later run(stop_step, ...) continues with the batches in flight
+                        self._live = (self.epoch, self.step % spe, getattr(self.loader, "generation", 0), batches)
                     break
             else:
                 if not self.epoch_end:
                     raise GluonFaceError(f"the loader stopped early in epoch {self.epoch} (step {self.step}); "
                                          "fix: check the training rec is readable (`gluonface inspect`)")
         mx.nd.waitall()
+        while self._held:
+            self._give_back(self._held.popleft())
         for h in self.hooks:
             h.after_train(self)
+
+    def _give_back(self, held):
+        data, arrays = held
+        for a in arrays:          # returns once every queued operation reading the buffer has run
+            check_call(_LIB.MXNDArrayWaitToWrite(a.handle))
+        self.loader.give_back(data)
+
+
+    def _batches(self, epoch, offset):
+        """The iterator of the previous run if it stopped exactly here, else a fresh one from the loader.
+
+        Reusing it keeps the batches the loader workers already prepared; a fresh ``iter_from`` would drain
+        and discard them (and start with an empty pipeline). Not reused when the loader was iterated or
+        closed in between (``loader.generation``)."""
+        live, self._live = self._live, None
+        if live is not None and live[:3] == (epoch, offset, getattr(self.loader, "generation", 0)):
+            return live[3]
+        if live is not None:
+            live[3].close()
+        self.loader.set_epoch(epoch)
+        return self.loader.iter_from(offset, lend=True) if self._lends else self.loader.iter_from(offset)
 
 
 def as_ndarray(a):

@@ -190,3 +190,38 @@ def test_decode_cache_is_off_when_the_dataset_does_not_fit(rec):
     assert TrainLoader(ds, 4, decode_cache_mb=need_mb * 0.99).cache is None
     assert TrainLoader(ds, 4, decode_cache_mb=need_mb).cache is not None
 
+
+
+def test_lent_batches_equal_copied_ones_and_the_buffers_are_bounded(rec):
+    """iter_from(lend=True) yields the loader's own buffers, with the same pixels as copies. Holding more
+    than LEND_DEPTH without give_back is a named error (not a hang); a superseded iterator refuses to go on."""
+    from gluonface.data.loader import LEND_DEPTH
+    prefix, _ = rec
+    ds = FaceRecordDataset(prefix)
+    copied = _epoch(TrainLoader(ds, 4, seed=3, augment=STRONG, num_workers=2), 1)
+    loader = TrainLoader(ds, 4, seed=3, augment=STRONG, num_workers=2)
+    loader.set_epoch(1)
+    lent = []
+    for data, label in loader.iter_from(0, lend=True):
+        assert not data.flags["OWNDATA"]
+        lent.append((data.copy(), label.copy()))
+        loader.give_back(data)
+    assert len(lent) == len(copied)
+    for (a, b), (c, d) in zip(lent, copied):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    loader.give_back(np.zeros((4, 3, 16, 12), np.float32))      # not lent: ignored
+    it = loader.iter_from(0, lend=True)
+    held = [next(it) for _ in range(LEND_DEPTH)]
+    with pytest.raises(GluonFaceError, match="lent out"):
+        for _ in range(loader.steps_per_epoch):
+            held.append(next(it))
+    for data, _ in held:
+        loader.give_back(data)
+    old = loader.iter_from(0, lend=True)
+    next(old)
+    newer = loader.iter_from(0)
+    next(newer)
+    with pytest.raises(GluonFaceError, match="newer iter_from"):
+        next(old)
+    loader.close()

@@ -84,6 +84,28 @@ def test_epochs_offsets_and_hook_order():
                           ("step", 8, 2, False), ("after", 8)]
 
 
+def test_consecutive_runs_continue_the_same_batches():
+    """run(0, 2) then run(2, 5) asks the loader once per epoch, like run(0, 5): the batches the loader
+    prepared for step 2 are used, not discarded. After the loader was closed, a fresh iteration starts."""
+    loader = FakeLoader(4)
+    straight = make_loop(loader, [], 4)
+    straight.run(0, 6)
+    assert loader.calls == [(0, 0), (1, 0)]
+    loader = FakeLoader(4)
+    loader.generation = 0
+    loop = make_loop(loader, [], 4)
+    loop.run(0, 2)
+    loop.run(2, 5)
+    assert loader.calls == [(0, 0), (1, 0)]
+    loop.run(5, 6)                               # continues inside epoch 1
+    assert loader.calls == [(0, 0), (1, 0)]
+    loader.generation += 1                       # e.g. the loader was closed in between
+    loop.run(6, 7)
+    assert loader.calls == [(0, 0), (1, 0), (1, 2)]
+    loop.run(3, 4)                               # not where the previous run stopped: a fresh iteration
+    assert loader.calls[-1] == (0, 3)
+
+
 def test_short_loader_is_an_error():
     loop = make_loop(FakeLoader(3, short_epoch=0), [], 3)
     with pytest.raises(GluonFaceError, match="stopped early"):
@@ -164,3 +186,73 @@ def test_batches_become_ndarrays_without_a_copy_and_views_are_copied_first():
     assert as_ndarray(nd) is nd
     assert as_ndarray(np.ones(3, np.float64)).dtype == np.float32
     assert isinstance(as_ndarray([1, 2]), mx.nd.NDArray)
+
+
+class PoisonLoader:
+    """A real TrainLoader (2 workers) that overwrites a buffer with NaN the moment it is given back."""
+
+    def __init__(self, loader):
+        self.loader, self.steps_per_epoch = loader, loader.steps_per_epoch
+        self.given_back = 0
+
+    def set_epoch(self, e):
+        self.loader.set_epoch(e)
+
+    def iter_from(self, step, lend=False):
+        return self.loader.iter_from(step, lend=lend)
+
+    def give_back(self, data):
+        slot = self.loader._lent.get(data.__array_interface__["data"][0])
+        if slot is not None:
+            self.loader._slots[slot][0][...] = np.nan
+            self.given_back += 1
+        self.loader.give_back(data)
+
+
+class CopyLoader(PoisonLoader):
+    """The same loader without lending: every batch is a private copy."""
+
+    give_back = property()   # hasattr(..., "give_back") is False
+
+    def iter_from(self, step, lend=False):
+        return self.loader.iter_from(step)
+
+
+def test_lent_batches_are_given_back_only_after_their_last_reader(tmp_path):
+    """With the loader's buffers lent to the loop (no copy) and poisoned as soon as they are given back,
+    training gives bit-identical parameters to copied batches: nothing queued still read a returned buffer."""
+    import cv2
+
+    from gluonface.data.loader import TrainLoader
+    from gluonface.data.record import FaceRecordDataset, RecordWriter
+    rng = np.random.default_rng(0)
+    w = RecordWriter(str(tmp_path / "train"))
+    for i in range(60):
+        w.add_image(cv2.imencode(".png", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))[1].tobytes(), i // 12)
+    w.close(image_size=(24, 24))
+    ds = FaceRecordDataset(str(tmp_path / "train"))
+    results = []
+    for wrap in (PoisonLoader, CopyLoader):
+        mx.random.seed(0)
+        net = gluon.nn.HybridSequential()
+        net.add(gluon.nn.Conv2D(16, 3, in_channels=3), gluon.nn.Activation("relu"),
+                gluon.nn.Conv2D(16, 3, in_channels=16), gluon.nn.GlobalAvgPool2D(), gluon.nn.Dense(4, in_units=16))
+        loss = SoftmaxLoss()
+        net.initialize(mx.init.Xavier(), ctx=mx.cpu())
+        loss.initialize(mx.init.Xavier(), ctx=mx.cpu())
+        net.hybridize()
+        trainers = {"backbone": gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01}),
+                    "classifier": gluon.Trainer(loss.collect_params(), "sgd", {"learning_rate": 0.01})}
+        loader = wrap(TrainLoader(ds, 6, seed=1, num_workers=2))
+        sched = Schedule(num_images=60, num_devices=1, num_workers=1, batch_per_worker=6, global_batch=6,
+                         steps_per_epoch=10, total_steps=25, stop_step=25, lr=0.01, warmup_steps=0, decay_steps=())
+        loop = TrainLoop(net, loss, trainers, loader, LOCAL, sched, [])
+        loop.run(0, 12)
+        loop.run(12, 25)
+        loader.loader.close()
+        results.append(([v.data().asnumpy() for v in net.collect_params().values()], loader.given_back))
+    (lent, n), (copied, _) = results
+    assert n == 25          # every lent batch came back
+    for a, b in zip(lent, copied):
+        assert np.isfinite(a).all()
+        np.testing.assert_array_equal(a, b)
