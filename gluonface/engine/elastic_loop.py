@@ -17,6 +17,7 @@ training, rather than changing the global batch (and with it what the learning r
 """
 import dataclasses
 
+from gluonface.engine.hooks import settle_batchnorm_stats
 from gluonface.engine.loop import Hook, TrainLoop
 from gluonface.errors import GluonFaceError
 
@@ -63,6 +64,7 @@ class CommitHook(Hook):
             self.state.step = loop.step
             self.state.hooks = {h.name: h.state_dict() for h in self.hooks}
             self.state.amp = self.amp.state_dict() if self.amp is not None else None
+            settle_batchnorm_stats()      # the commit copies the running statistics too
             self.state.commit()
             if self.logger is not None:
                 self.logger.info(f"elastic: committed step {loop.step}")

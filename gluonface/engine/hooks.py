@@ -14,6 +14,18 @@ from gluonface.engine.loop import Hook
 from gluonface.engine.rng import capture_rng, reseed_mxnet
 
 
+def settle_batchnorm_stats():
+    """Wait for every queued operation before reading BatchNorm running statistics.
+
+    With oneDNN, MXNet 1.9.1's BatchNorm updates ``running_mean``/``running_var`` without declaring them as
+    written (the symptom of apache/mxnet#18610), so ``asnumpy()`` on them does not wait for the last step's
+    update: a checkpoint or a verification pass taken right after a step read them before or after that
+    update depending on timing. Seen here as identical Partial FC runs whose checkpoints differed in the
+    running statistics only (never with MXNET_ENGINE_TYPE=NaiveEngine or oneDNN off). ``waitall`` covers
+    undeclared writes too."""
+    mx.nd.waitall()
+
+
 class LogHook(Hook):
     """Progress bar (loss, lr, img/s, ETA), a log line and a metrics.jsonl record every ``every`` steps."""
 
@@ -24,7 +36,7 @@ class LogHook(Hook):
         self.bar = None
 
     def before_train(self, loop):
-        self._loss_sum, self._images = None, 0
+        self._losses = []
         self._t0, self._step0 = time.perf_counter(), loop.step
         self._run_t0, self._run_step0 = self._t0, loop.step
         if self.logger is not None and self.progress_bar:
@@ -34,10 +46,8 @@ class LogHook(Hook):
             self.logger.console = self.bar.write
 
     def after_step(self, loop):
-        # a lazy sum on the CPU: no synchronisation until the log step
-        s = mx.nd.add_n(*[l.sum().as_in_context(mx.cpu()) for l in loop.last_losses])
-        self._loss_sum = s if self._loss_sum is None else self._loss_sum + s
-        self._images += sum(l.shape[0] for l in loop.last_losses)
+        # kept (detached from the graph) and summed only at the log step: nothing is queued or awaited here
+        self._losses.extend(l.detach() for l in loop.last_losses)
         if self.bar is not None:
             self.bar.update(1)
         if loop.step % self.every == 0 or loop.step == loop.stop_step:
@@ -45,12 +55,14 @@ class LogHook(Hook):
 
     def _emit(self, loop):
         from gluonface.dist.collectives import allreduce_mean
-        loss = allreduce_mean(float(self._loss_sum.asscalar()) / max(self._images, 1), self.dist_ctx)
+        total = sum(float(l.asnumpy().astype(np.float64).sum()) for l in self._losses)
+        images = sum(l.shape[0] for l in self._losses)
+        loss = allreduce_mean(total / max(images, 1), self.dist_ctx)
         now = time.perf_counter()
         steps = loop.step - self._step0
         img_s = steps * loop.schedule.global_batch / max(now - self._t0, 1e-9)
         lr = float(loop.trainers["backbone"].learning_rate)
-        self._loss_sum, self._images, self._t0, self._step0 = None, 0, now, loop.step
+        self._losses, self._t0, self._step0 = [], now, loop.step
         if self.logger is None:
             return
         done = loop.step - self._run_step0
@@ -101,6 +113,7 @@ class VerifyHook(Hook):
 
     def evaluate(self, loop):
         from gluonface.evaluate.verification import embed_images, verification_metrics
+        settle_batchnorm_stats()
         for name, (images, issame) in self.sets.items():
             t0 = time.perf_counter()
             emb = embed_images(loop.net, images, batch_size=self.cfg.batch_size, ctx=loop.ctx, flip=self.cfg.flip)
@@ -147,6 +160,7 @@ class CheckpointHook(Hook):
 
     def save(self, loop):
         from gluonface.dist.collectives import barrier
+        settle_batchnorm_stats()
         rank, seed = self.dist_ctx.rank, self.cfg.seed
         reseed_mxnet(seed, loop.step, rank)
         state = {"epoch": loop.step // loop.schedule.steps_per_epoch, "config_hash": self.config_hash,
