@@ -6,7 +6,7 @@
 Two measurements:
 
 1. Interleaved, one process (the robust one on a shared machine): the parts are built once, then blocks of
-   ``--block-steps`` steps alternate between the bare step and the engine's ``TrainLoop`` with the hooks
+   ``--block-steps`` steps rotate (one block per arm per round) between the bare step and the engine's ``TrainLoop`` with the hooks
    `gluonface train` installs (progress bar, log lines, metrics.jsonl, TensorBoard; verification and
    checkpoints off) over the real loader, with the decode cache on (the default) and off. Each block ends
    with ``mx.nd.waitall()``; medians over ``--blocks`` blocks of each arm. Load changes hit every arm alike.
@@ -107,8 +107,9 @@ def phase_interleaved(args, rec):
         while step[arm] < max(n, sched.steps_per_epoch):
             engine(arm)
     rates = {"bare step": [], **{arm: [] for arm in loops}}
-    for _ in range(args.blocks):
-        for arm in rates:
+    arms = list(rates)
+    for r in range(args.blocks):
+        for arm in arms[r % len(arms):] + arms[:r % len(arms)]:     # rotate the order: no arm always goes first
             t0 = time.perf_counter()
             bare(n) if arm == "bare step" else engine(arm)
             rates[arm].append(n * b / (time.perf_counter() - t0))
@@ -204,8 +205,9 @@ def main():
         make_rec(os.path.join(tmp, "data", "train"), args.ids, args.per_id)
         interleaved = run_child(args, "interleaved", 0)
         for arm, values in interleaved.items():
-            print(f"interleaved: {arm}: median {statistics.median(values):.1f} img/s "
-                  f"({', '.join(f'{v:.0f}' for v in values)})", flush=True)
+            print(f"interleaved: {arm}: median {statistics.median(values):.1f} img/s, paired ratio "
+                  f"{paired(values, interleaved['bare step'])[1]:.3f} ({', '.join(f'{v:.0f}' for v in values)})",
+                  flush=True)
         bare, engine = [], []
         for i in range(args.repeats):
             bare.append(run_child(args, "bare", i))
@@ -215,6 +217,13 @@ def main():
     overhead = 1.0 - e / b
     print(f"bare {b:.1f} img/s, engine {e:.1f} img/s, ratio {e / b:.3f}, overhead {100 * overhead:.1f}%")
     write_results(args, interleaved, bare, engine, b, e, overhead)
+
+
+def paired(values, base):
+    """Quartiles of the per-round ratios values[i] / base[i]."""
+    ratios = sorted(v / b for v, b in zip(values, base))
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return q[0], q[1], q[2]
 
 
 def write_results(args, interleaved, bare, engine, b, e, overhead):
@@ -228,11 +237,17 @@ def write_results(args, interleaved, bare, engine, b, e, overhead):
         f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end.",
         f"Config `{os.path.relpath(args.config, REPO)}` (model, batch, loss). Command: `{cmd}`", "",
         f"### 1. Interleaved in one process ({args.blocks} blocks of {args.block_steps} steps per arm, medians)", "",
-        "| arm | images/s per block | median | vs bare step |", "|---|---|---|---|"]
+        "| arm | images/s per block | median | vs bare step (ratio of medians) | paired: median ratio to the "
+        "bare block of the same round [quartiles] |", "|---|---|---|---|---|"]
     for arm, values in interleaved.items():
         m = statistics.median(values)
+        q1, q2, q3 = paired(values, interleaved["bare step"])
         lines.append(f"| {arm} | {', '.join(f'{v:.0f}' for v in values)} | {m:.1f} | {m / base:.3f} "
-                     f"(overhead {100 * (1 - m / base):.1f} %) |")
+                     f"(overhead {100 * (1 - m / base):.1f} %) | **{q2:.3f}** (overhead {100 * (1 - q2):.1f} %) "
+                     f"[{q1:.3f}, {q3:.3f}] |")
+    lines += ["", "Blocks run in rounds (one block per arm, order rotated each round); the paired figure divides "
+              "each engine block by the bare block of its round, which cancels load that drifts slower than a "
+              "round."]
     lines += [
         "", f"### 2. End to end, separate processes ({args.steps} steps per run, {args.repeats} alternating runs)",
         "", "| run | images/s (each run) | median |", "|---|---|---|",
