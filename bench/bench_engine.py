@@ -10,6 +10,9 @@ Two measurements:
    `gluonface train` installs (progress bar, log lines, metrics.jsonl, TensorBoard; verification and
    checkpoints off) over the real loader, with the decode cache on (the default) and off. Each block ends
    with ``mx.nd.waitall()``; medians over ``--blocks`` blocks of each arm. Load changes hit every arm alike.
+   The same blocks also count CPU time from /proc (main thread, whole process, loader workers): the loop's
+   own CPU per step is the main thread's excess over the bare step plus the workers', a figure that other
+   jobs on the machine do not inflate.
 2. End to end, separate processes (as before):
 
 Baseline ("bare"): the parts `gluonface train` builds (``engine.build.build_everything``: same backbone,
@@ -30,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -108,15 +112,38 @@ def phase_interleaved(args, rec):
             engine(arm)
     rates = {"bare step": [], **{arm: [] for arm in loops}}
     arms = list(rates)
+    cpu = {arm: [0.0, 0.0, 0.0] for arm in arms}     # CPU seconds: main thread, whole process, loader workers
+    main_tid = threading.get_native_id()
     for r in range(args.blocks):
         for arm in arms[r % len(arms):] + arms[:r % len(arms)]:     # rotate the order: no arm always goes first
+            workers = [p.pid for p in loops[arm].loader._procs] if arm in loops else []
+            c0 = (thread_cpu(main_tid), time.process_time(), sum(proc_cpu(p) for p in workers))
             t0 = time.perf_counter()
             bare(n) if arm == "bare step" else engine(arm)
             rates[arm].append(n * b / (time.perf_counter() - t0))
+            c1 = (thread_cpu(main_tid), time.process_time(), sum(proc_cpu(p) for p in workers))
+            for i in range(3):
+                cpu[arm][i] += c1[i] - c0[i]
     for loop in loops.values():
         loop.loader.close()
     logger.close()
+    steps = args.blocks * n
+    rates["_cpu_ms_per_step"] = {arm: [1000 * v / steps for v in c] for arm, c in cpu.items()}
     return rates
+
+
+def thread_cpu(tid):
+    """CPU seconds of thread ``tid`` of this process (user + system, from /proc)."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """CPU seconds of process ``pid`` (user + system, from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def phase_bare(args, rec):
@@ -204,6 +231,7 @@ def main():
         args.tmp = tmp
         make_rec(os.path.join(tmp, "data", "train"), args.ids, args.per_id)
         interleaved = run_child(args, "interleaved", 0)
+        cpu = interleaved.pop("_cpu_ms_per_step")
         for arm, values in interleaved.items():
             print(f"interleaved: {arm}: median {statistics.median(values):.1f} img/s, paired ratio "
                   f"{paired(values, interleaved['bare step'])[1]:.3f} ({', '.join(f'{v:.0f}' for v in values)})",
@@ -216,7 +244,7 @@ def main():
     b, e = statistics.median(bare), statistics.median(engine)
     overhead = 1.0 - e / b
     print(f"bare {b:.1f} img/s, engine {e:.1f} img/s, ratio {e / b:.3f}, overhead {100 * overhead:.1f}%")
-    write_results(args, interleaved, bare, engine, b, e, overhead)
+    write_results(args, interleaved, cpu, bare, engine, b, e, overhead)
 
 
 def paired(values, base):
@@ -226,7 +254,7 @@ def paired(values, base):
     return q[0], q[1], q[2]
 
 
-def write_results(args, interleaved, bare, engine, b, e, overhead):
+def write_results(args, interleaved, cpu, bare, engine, b, e, overhead):
     cmd = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')} .venv/bin/python bench/bench_engine.py " \
           f"--steps {args.steps} --repeats {args.repeats} --blocks {args.blocks} --block-steps {args.block_steps}"
     load = os.getloadavg()
@@ -247,7 +275,15 @@ def write_results(args, interleaved, bare, engine, b, e, overhead):
                      f"[{q1:.3f}, {q3:.3f}] |")
     lines += ["", "Blocks run in rounds (one block per arm, order rotated each round); the paired figure divides "
               "each engine block by the bare block of its round, which cancels load that drifts slower than a "
-              "round."]
+              "round.", "",
+              "CPU time per step in the same blocks (from /proc; not inflated by other jobs the way wall time is):",
+              "", "| arm | main thread ms | whole process ms | loader workers ms | loop's own CPU (main-thread "
+              "excess + workers) / CPU of a bare step |", "|---|---|---|---|---|"]
+    bare_cpu = cpu["bare step"]
+    for arm, (main_ms, proc_ms, work_ms) in cpu.items():
+        own = (main_ms - bare_cpu[0]) + work_ms
+        lines.append(f"| {arm} | {main_ms:.2f} | {proc_ms:.1f} | {work_ms:.2f} | "
+                     f"{'–' if arm == 'bare step' else f'{own:.2f} ms = **{100 * own / bare_cpu[1]:.1f} %**'} |")
     lines += [
         "", f"### 2. End to end, separate processes ({args.steps} steps per run, {args.repeats} alternating runs)",
         "", "| run | images/s (each run) | median |", "|---|---|---|",

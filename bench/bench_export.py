@@ -217,9 +217,8 @@ def main(argv=None):
     lines = [f"## Export and inference (`bench/bench_export.py`)", "",
              f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()} "
              f"({os.cpu_count()} cores, no AVX-512/VNNI), MXNet {mx.__version__} (MKLDNN), OMP_NUM_THREADS="
-             f"{THREADS}, onnxruntime intra-op threads {THREADS}. Load average at start {load0[0]:.1f}: the "
-             "machine was shared with other jobs, so absolute figures are noisy; ratios come from interleaved "
-             "rounds.", "",
+             f"{THREADS}, onnxruntime intra-op threads {THREADS}. Load average at start {load0[0]:.1f} "
+             "(absolute figures move with it; ratios come from interleaved rounds).", "",
              f"Command: `OMP_NUM_THREADS={THREADS} .venv/bin/python bench/bench_export.py "
              + " ".join(a for a in (argv or sys.argv[1:]) if a) + "`", "",
              f"Model: {source}.", "",
