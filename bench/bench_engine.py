@@ -1,7 +1,7 @@
 """Engine overhead: images/s of `gluonface train` vs the bare training step, same model and batch, same run.
 
-    .venv/bin/python bench/bench_engine.py [--config configs/tiny_synthetic.yaml] [--steps 60] [--repeats 2]
-        [--blocks 8] [--block-steps 10] [--out bench/results/engine.md]
+    .venv/bin/python bench/bench_engine.py [--config configs/tiny_synthetic.yaml] [--steps 80] [--repeats 3]
+        [--blocks 24] [--block-steps 20] [--out bench/results/engine.md]
 
 Two measurements:
 
@@ -214,13 +214,13 @@ def run_child(args, phase, index):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=os.path.join(REPO, "configs", "tiny_synthetic.yaml"))
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ids", type=int, default=40)
     p.add_argument("--per-id", type=int, default=16)
     p.add_argument("--out", default=os.path.join(HERE, "results", "engine.md"))
-    p.add_argument("--blocks", type=int, default=8)
-    p.add_argument("--block-steps", type=int, default=10)
+    p.add_argument("--blocks", type=int, default=24)
+    p.add_argument("--block-steps", type=int, default=20)
     p.add_argument("--phase", choices=["bare", "engine", "interleaved"], help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
