@@ -155,8 +155,9 @@ class TrainLoader:
     def give_back(self, data) -> None:
         """Return a batch yielded by ``iter_from(..., lend=True)``: its slot may be refilled from now on.
 
-        Call it only when nothing reads the arrays any more (for an MXNet NDArray made from them, after
-        ``MXNDArrayWaitToWrite`` on it). Arrays that were not lent (copies, or from a closed loader) are ignored."""
+        Call it only when nothing reads the arrays any more (for an MXNet NDArray made from them: once every
+        queued operation reading it has run). Arrays that were not lent (copies, or from a closed loader) are
+        ignored."""
         slot = self._lent.pop(data.__array_interface__["data"][0], None) if self._procs else None
         if slot is not None:
             self._free.append(slot)

@@ -11,15 +11,18 @@ queueing step ``k + 1`` the loop waits for step ``k``'s forward pass, which boun
 about two steps (memory) without starving the engine.
 
 Batches are not copied either: the loop borrows the loader's shared buffers (``iter_from(..., lend=True)``)
-and gives a batch back two steps later, after MXNet's wait-to-write on its NDArrays has confirmed that no
-queued operation (forward, backward, copies to other devices) still reads it.
+and gives batch ``k`` back once step ``k + 1``'s forward pass is done. By then nothing reads it any more:
+every operation that reads a batch (the copies to other devices, the forward pass, a backward pass that
+needs the input) comes before the weight update of step ``k``, and step ``k + 1``'s forward pass waits for
+that update (with fp16 loss scaling, a skipped update is decided by reading every gradient, which waits
+for the backward pass). The loop does not ask MXNet to confirm it: ``WaitToWrite`` queues a no-op behind
+every operation already queued, which would stall the loop for most of a step.
 """
 from collections import deque
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
-from mxnet.base import _LIB, check_call
 
 from gluonface.errors import GluonFaceError
 
@@ -64,7 +67,7 @@ class TrainLoop:
         self.last_losses = []
         self._live = None   # (epoch, offset, loader generation, iterator) left by a run that stopped inside an epoch
         self._lends = hasattr(loader, "give_back")
-        self._held = deque()   # (numpy data, NDArrays) of lent batches still read by queued steps
+        self._held = deque()   # (numpy data, NDArrays) of lent batches queued steps may still read
         if loader.steps_per_epoch != schedule.steps_per_epoch:
             raise GluonFaceError(f"the loader has {loader.steps_per_epoch} steps per epoch but the schedule "
                                  f"{schedule.steps_per_epoch}; fix: build both from the same dataset and batch")
@@ -87,8 +90,8 @@ class TrainLoop:
             xs, ys = [data.as_in_context(self.ctx[0])], [label.as_in_context(self.ctx[0])]
         for loss in self.last_losses:   # step k's forward is done: queue step k + 1 behind its backward
             loss.wait_to_read()
-        while len(self._held) >= 2:     # step k - 1 (backward, update) is done before step k's forward
-            self._give_back(self._held.popleft())
+        while len(self._held) >= 2:     # step k's forward is done, so step k - 1's readers are (see above)
+            self.loader.give_back(self._held.popleft()[0])
         if held is not None:
             self._held.append(held)
         with autograd.record():
@@ -127,15 +130,9 @@ class TrainLoop:
                                          "fix: check the training rec is readable (`gluonface inspect`)")
         mx.nd.waitall()
         while self._held:
-            self._give_back(self._held.popleft())
+            self.loader.give_back(self._held.popleft()[0])
         for h in self.hooks:
             h.after_train(self)
-
-    def _give_back(self, held):
-        data, arrays = held
-        for a in arrays:          # returns once every queued operation reading the buffer has run
-            check_call(_LIB.MXNDArrayWaitToWrite(a.handle))
-        self.loader.give_back(data)
 
 
     def _batches(self, epoch, offset):
