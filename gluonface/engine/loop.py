@@ -67,7 +67,7 @@ class TrainLoop:
         self.last_losses = []
         self._live = None   # (epoch, offset, loader generation, iterator) left by a run that stopped inside an epoch
         self._lends = hasattr(loader, "give_back")
-        self._held = deque()   # (numpy data, NDArrays) of lent batches queued steps may still read
+        self._held = deque()   # data arrays of lent batches that queued steps may still read
         if loader.steps_per_epoch != schedule.steps_per_epoch:
             raise GluonFaceError(f"the loader has {loader.steps_per_epoch} steps per epoch but the schedule "
                                  f"{schedule.steps_per_epoch}; fix: build both from the same dataset and batch")
@@ -77,12 +77,9 @@ class TrainLoop:
 
         NumPy batches are taken over without a copy and must not be modified afterwards (the loader hands
         out arrays the caller owns)."""
-        held = None
-        if self._lends and isinstance(data, np.ndarray) and not data.flags["OWNDATA"]:   # a lent loader buffer
-            arrays = (mx.nd.from_numpy(data, zero_copy=True), mx.nd.from_numpy(label, zero_copy=True))
-            held = (data, arrays)
-            data, label = arrays
-        data, label = as_ndarray(data), as_ndarray(label)
+        lent = self._lends and isinstance(data, np.ndarray) and not data.flags["OWNDATA"]   # a loader buffer
+        buffer = data
+        data, label = as_ndarray(data, lent), as_ndarray(label, lent)
         if len(self.ctx) > 1:
             xs = gluon.utils.split_and_load(data, self.ctx, even_split=False)
             ys = gluon.utils.split_and_load(label, self.ctx, even_split=False)
@@ -91,9 +88,9 @@ class TrainLoop:
         for loss in self.last_losses:   # step k's forward is done: queue step k + 1 behind its backward
             loss.wait_to_read()
         while len(self._held) >= 2:     # step k's forward is done, so step k - 1's readers are (see above)
-            self.loader.give_back(self._held.popleft()[0])
-        if held is not None:
-            self._held.append(held)
+            self.loader.give_back(self._held.popleft())
+        if lent:
+            self._held.append(buffer)
         with autograd.record():
             losses = [self.loss_block(self.net(x), y) for x, y in zip(xs, ys)]
             if self.amp is not None:
@@ -130,10 +127,9 @@ class TrainLoop:
                                          "fix: check the training rec is readable (`gluonface inspect`)")
         mx.nd.waitall()
         while self._held:
-            self.loader.give_back(self._held.popleft()[0])
+            self.loader.give_back(self._held.popleft())
         for h in self.hooks:
             h.after_train(self)
-
 
     def _batches(self, epoch, offset):
         """The iterator of the previous run if it stopped exactly here, else a fresh one from the loader.
@@ -150,15 +146,17 @@ class TrainLoop:
         return self.loader.iter_from(offset, lend=True) if self._lends else self.loader.iter_from(offset)
 
 
-def as_ndarray(a):
+def as_ndarray(a, borrowed=False):
     """An NDArray on the CPU sharing ``a``'s memory (NumPy), or ``a`` itself (NDArray).
 
     ``mx.nd.from_numpy`` queues nothing, whereas ``mx.nd.array`` copies synchronously after waiting for
     MXNet's CPU worker to reach it (behind every queued operation). The NumPy array is marked read-only.
+    An array that does not own its memory is copied first, unless ``borrowed`` (a lent loader buffer, whose
+    owner keeps it unchanged until it is given back).
     """
     if isinstance(a, mx.nd.NDArray):
         return a
     a = np.asarray(a, dtype=np.float32)
-    if not a.flags["C_CONTIGUOUS"] or not a.flags["WRITEABLE"] or not a.flags["OWNDATA"]:
+    if not a.flags["C_CONTIGUOUS"] or not a.flags["WRITEABLE"] or not (a.flags["OWNDATA"] or borrowed):
         a = np.array(a, dtype=np.float32, order="C")     # a private copy MXNet may keep
     return mx.nd.from_numpy(a, zero_copy=True)
