@@ -5,7 +5,8 @@ A training graph carries operators that a frozen network does not need. ``fold_f
 2. gluonface's ChannelPReLU ``x + dwconv1x1(min(x, 0), alpha - 1)`` into one ``LeakyReLU(act_type='prelu')``
    (insightface's form; ONNX ``PRelu``);
 3. Dropout (identity at inference) away;
-4. BatchNorm into the Convolution / FullyConnected before it, and into a FullyConnected after it;
+4. BatchNorm into the Convolution / FullyConnected before it (also through the Flatten of a 1x1 map), and
+   into a FullyConnected after it;
 5. scalar input normalisation ``(x - 127.5) * 0.0078125`` plus a non-overlapping average pooling into one
    depthwise convolution with bias, and a scalar affine map into any unpadded convolution after it.
 Each rewrite is a linear identity, so outputs change only by float32 rounding (~1e-7 relative). A
@@ -56,11 +57,22 @@ def _set_weight_bias(g, i, data, w_entry, w, b_entry, b):
     g.set_inputs(i, [data, g.param(w_entry, w, name), g.param(b_entry, b, bias_base)], no_bias=False)
 
 
+def _through_flatten(g, i, entry):
+    """(producer entry, its reader) for BatchNorm ``i``'s input: a Flatten of a 1x1 conv map is looked through
+    (MobileFaceNet's global depthwise conv flattens before its BatchNorm, see ``models.layers.conv_bn``)."""
+    if g.op(entry) == "Flatten" and g.only_user(entry) == i:
+        inner = g.node(entry)["inputs"][0]
+        shape = g.shape(inner)
+        if g.op(inner) == "Convolution" and shape is not None and len(shape) == 4 and shape[2:] == (1, 1):
+            return inner, entry[0]
+    return entry, i
+
+
 def _fold_bn_into_producer(g):
-    """Convolution / FullyConnected -> BatchNorm: scale the weights, shift the bias."""
+    """Convolution / FullyConnected (-> Flatten of a 1x1 map) -> BatchNorm: scale the weights, shift the bias."""
     for i, node in enumerate(g.nodes):
-        src = node["inputs"][0] if node["op"] == "BatchNorm" else None
-        if src is None or g.op(src) not in ("Convolution", "FullyConnected") or g.only_user(src) != i:
+        src, reader = _through_flatten(g, i, node["inputs"][0]) if node["op"] == "BatchNorm" else (None, None)
+        if src is None or g.op(src) not in ("Convolution", "FullyConnected") or g.only_user(src) != reader:
             continue
         out_shape = g.shape(src)
         if g.attr(src, "layout", "NCHW") not in ("NCHW", "NCW", "NCDHW", "None") or out_shape is None or (
@@ -72,7 +84,7 @@ def _fold_bn_into_producer(g):
         scale, shift = affine
         _set_weight_bias(g, src[0], g.node(src)["inputs"][0], w_entry, w * scale.reshape((-1,) + (1,) * (w.ndim - 1)),
                          b_entry, b * scale + shift)
-        g.redirect(i, src)
+        g.redirect(i, node["inputs"][0])
 
 
 def _fold_bn_into_dense(g):

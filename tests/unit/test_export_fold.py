@@ -98,3 +98,21 @@ def test_rewrites_that_would_not_be_exact_are_left_alone():
     _close(_run(sym, arg, aux, x), want)
     _close(_run(*folded, x), want)
     _close(_run(*lower_for_onednn(*folded, input_shape=(1, 3, 8, 8)), x), want)
+
+
+def test_mobilefacenet_folds_every_batchnorm_including_the_flattened_gdc():
+    """MobileFaceNet's global depthwise conv flattens before its BatchNorm (a oneDNN crash on AVX-512 CPUs,
+    see ``models.layers.conv_bn``); folding looks through that Flatten, so no BatchNorm is left."""
+    net = get_model("mobilefacenet", embedding_size=16, input_size=64)
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 64, 64)))
+    _randomise(net)
+    x = RNG.uniform(0, 255, (3, 3, 64, 64))
+    want = _ref_block(net.output, _ref_block(net.features, (x - 127.5) / 128.0))
+    traced = embedding_symbol(net)
+    folded = fold_for_inference(*traced, input_shape=(1, 3, 64, 64))
+    before, after = _ops(traced[0]), _ops(folded[0])
+    assert before["BatchNorm"] > 40 and before["Flatten"] == 1
+    assert after.get("BatchNorm", 0) == 0 and after["Flatten"] == 1
+    _close(_run(*folded, x), want)
+    _close(_run(*lower_for_onednn(*folded, input_shape=(1, 3, 64, 64)), x), want)

@@ -7,6 +7,7 @@ import numpy_reference as ref
 from gluonface.models import get_model
 from gluonface.models.iresnet import IRUnit
 from gluonface.models.layers import ChannelPReLU, EmbeddingHead
+from gluonface.models.mobilefacenet import Bottleneck
 
 RNG = np.random.default_rng(0)
 
@@ -53,6 +54,8 @@ def _ref_layer(layer, x):
         return ref.avg_pool2d(x, layer._kwargs["kernel"][0])
     if isinstance(layer, nn.Dense):
         return ref.dense(x, _p(layer, "weight"), _p(layer, "bias"))
+    if isinstance(layer, nn.Flatten):
+        return x.reshape(len(x), -1)
     raise TypeError(type(layer))
 
 
@@ -103,6 +106,8 @@ def _ref_block(block, x):
     if isinstance(block, IRUnit):
         short = x if block.shortcut is None else _ref_block(block.shortcut, x)
         return _ref_block(block.body, x) + short
+    if isinstance(block, Bottleneck):
+        return _ref_block(block.body, x) + (x if block.residual else 0)
     if isinstance(block, EmbeddingHead):
         y = _bn(block.bn_in, x)
         y = ref.dense(y, _p(block.fc, "weight"), _p(block.fc, "bias"))
@@ -128,3 +133,17 @@ def test_iresnet_tiny_matches_reference_end_to_end():
     got = net(mx.nd.array(x, dtype="float64")).asnumpy()
     assert got.shape == (2, 16)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_mobilefacenet_matches_reference_end_to_end():
+    # 64x64 input: the global depthwise conv is 4x4; its BatchNorm runs on the flattened (N, 512) map.
+    net = get_model("mobilefacenet", embedding_size=16, input_size=64)
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 64, 64)))
+    net.cast("float64")
+    _randomise(net)
+    x = RNG.uniform(0, 255, size=(2, 3, 64, 64))
+    want = _ref_block(net.output, _ref_block(net.features, (x - 127.5) / 128.0))
+    got = net(mx.nd.array(x, dtype="float64")).asnumpy()
+    assert got.shape == (2, 16)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
