@@ -66,15 +66,21 @@ def _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks)
 
 def _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks, calib, calib_images, calib_mode):
     from gluonface.export.embedder import FaceEmbedder
-    from gluonface.export.quantize import calibration_images, quantize_symbol
+    from gluonface.export.quantize import calibration_images, check_against_float32, quantize_symbol
     from gluonface.export.symbol import save_symbol
     images = calibration_images(calib, calib_images, image_size=input_size)
     # From the traced graph: the folded one (PReLU as one LeakyReLU, dense layer without its BatchNorms) gives
     # MobileFaceNet a quantised graph whose output is wrong (cosine 0 to float32) with MXNet 1.9.1.
     qsym, qarg, qaux = quantize_symbol(*exported["traced"], images, calib_mode=calib_mode)
     q = save_symbol(qsym, qarg, qaux, f"{out_prefix}-int8")
-    files.update(int8_symbol=q["symbol"], int8_params=q["params"])
     forms["int8"] = FaceEmbedder.from_path(f"{out_prefix}-int8")
+    try:
+        checks["int8_vs_fp32_on_calibration"] = check_against_float32(forms["int8"], forms["symbol"], images)
+    except GluonFaceError:
+        for path in (q["symbol"], q["params"]):   # a model below the bar is not left for deployment
+            os.remove(path)
+        raise
+    files.update(int8_symbol=q["symbol"], int8_params=q["params"])
     checks["int8_min_cosine_to_fp32"] = float(np.sum(_normed(forms["int8"](x)) * _normed(ref), axis=1).min())
     checks["int8_calibration"] = {"rec": str(calib), "images": int(len(images)), "mode": calib_mode}
     fp32_speed = throughput(forms["symbol"], input_size)
@@ -190,6 +196,9 @@ def export_and_report(run_dir, out_prefix, which="auto", **kw):
         print(f"  onnxruntime vs MXNet:        max |diff| {checks['onnx_max_abs_diff']:.2e}")
     if "speed_images_per_s" in checks:
         s = checks["speed_images_per_s"]
+        c = checks["int8_vs_fp32_on_calibration"]
+        print(f"  INT8 vs fp32 on {c['images']} calibration faces: min cosine {c['min_cosine']:.4f}, mean "
+              f"{c['mean_cosine']:.4f}")
         print(f"  INT8: min cosine to fp32 {checks['int8_min_cosine_to_fp32']:.4f}, {s['int8']:.1f} vs "
               f"{s['symbol_fp32']:.1f} img/s fp32 (x{s['int8_speedup']:.2f}, batch {s['batch_size']})")
     for kind, v in meta["verification"].items():

@@ -128,6 +128,8 @@ def test_int8_and_export_json(exported):
     cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     # Random weights on noise are the hardest case for 8-bit ranges; trained models stay closer.
     assert cos.min() > 0.9
+    calib = meta["checks"]["int8_vs_fp32_on_calibration"]   # checked at export on all 24 calibration images
+    assert calib["images"] == 24 and 0.99 <= calib["min_cosine"] <= calib["mean_cosine"] <= 1.0
     assert meta["checks"]["speed_images_per_s"]["int8"] > 0
 
 
