@@ -78,19 +78,22 @@ def linked_namespaces(names, tag):
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
 
 
-def on_host(ns, argv, *, hostname=None, binds=()):
+def on_host(ns, argv, *, hostname=None, binds=(), daemon=False):
     """The argv that runs ``argv`` as if on host ``ns``, the way everything of the real-tool tests runs there.
 
     Inside the namespace's network (and its ``/etc/netns/<ns>`` files over ``/etc``, which ``ip netns exec``
     mounts), in a new UTS namespace whose host name is ``hostname`` (default: ``ns``), and in a private mount
     namespace with each ``(source, target)`` of ``binds`` bind-mounted: one path, a different directory on
     each host, the way each cluster node has its own ``/run/munge``. Every child inherits all of it.
+    ``daemon``: the process gets SIGTERM when the test process dies, even by SIGKILL (every wrapper execs in
+    place, so the parent-death signal reaches the daemon itself).
     """
     flat = [path for pair in binds for path in map(str, pair)]
     script = ('h=$1; n=$2; shift 2; while [ "$n" -gt 0 ]; do mount --bind "$1" "$2" || exit 126; shift 2; '
               'n=$((n-1)); done; hostname "$h" && exec "$@"')
-    return ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--", "/bin/sh", "-c", script, "on_host",
-            hostname or ns, str(len(binds)), *flat, *map(str, argv)]
+    prefix = ["setpriv", "--pdeathsig", "TERM", "--"] if daemon else []
+    return prefix + ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--", "/bin/sh", "-c", script,
+                     "on_host", hostname or ns, str(len(binds)), *flat, *map(str, argv)]
 
 
 def processes_in(names):
@@ -102,16 +105,20 @@ def processes_in(names):
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.readlink(f"/proc/{pid}/ns/net") in inodes and _state(pid) != "Z":
+            if os.readlink(f"/proc/{pid}/ns/net") in inodes and alive(pid):
                 found.append(int(pid))
         except OSError:
             continue
     return found
 
 
-def _state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[-1].split()[0]
+def alive(pid):
+    """True if process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def stop_processes_in(names, grace=3.0):

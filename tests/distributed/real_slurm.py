@@ -5,10 +5,10 @@ a generated ``slurm.conf`` and nothing of the system's: every path (key, sockets
 files) is under the cluster's own directory, so a machine's own SLURM or munge is neither used nor touched.
 
 * Hosts are the namespaces of ``netns_hosts.linked_namespaces``; each daemon runs there through
-  ``netns_hosts.on_host`` with the node's name as host name. A real node has its own munged: here each
-  node's munged has its own directory, bind-mounted on the one socket path ``slurm.conf`` names
-  (``AuthInfo=socket=...``), so a node's daemons and jobs talk to their own munged. (With one munged for
-  all nodes, the second node to check a job credential would be told it is a replay.) One key for all.
+  ``netns_hosts.on_host`` with the node's name as host name (``slurmd -N <node>`` says it again). A real
+  node has its own munged: here each node's munged has its own directory, bind-mounted on the one socket
+  path ``slurm.conf`` names (``AuthInfo=socket=...``), so a node's daemons and jobs talk to their own
+  munged, which remembers the credentials it decoded (replay detection) for that node alone. One key.
 * ``slurmctld`` runs on the first node, which is also the "login node": clients run there too
   (``SlurmCluster.client``) with ``SLURM_CONF`` pointing at the generated file; jobs inherit it.
 * No cgroups: ``proctrack/linuxproc`` (a job's processes are its slurmstepd's descendants),
@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List
 
-from netns_hosts import on_host
+from netns_hosts import alive, on_host
 
 PACKAGES = "slurmctld slurmd slurm-client munge"
 INSTALL = f"apt-get install -y {PACKAGES}"
@@ -108,9 +108,10 @@ class SlurmCluster:
     def munge_dir(self, node):
         return os.path.join(self.base, "munge", node)
 
-    def on(self, node, argv):
+    def on(self, node, argv, daemon=False):
         """argv that runs ``argv`` on ``node`` (its namespace, host name and munged)."""
-        return on_host(node, argv, binds=[(self.munge_dir(node), os.path.join(self.base, "munge", "socket"))])
+        return on_host(node, argv, binds=[(self.munge_dir(node), os.path.join(self.base, "munge", "socket"))],
+                       daemon=daemon)
 
     def env(self, base=None):
         """``base`` (default: this process's environment) plus ``SLURM_CONF``; what a client needs."""
@@ -164,11 +165,9 @@ def job_processes(job_id, cluster_name):
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 env = f.read().split(b"\0")
-            with open(f"/proc/{pid}/stat") as f:
-                zombie = f.read().rsplit(")", 1)[-1].split()[0] == "Z"
         except OSError:
             continue
-        if not zombie and all(m in env for m in marks):
+        if all(m in env for m in marks) and alive(pid):
             found.append(int(pid))
     return found
 
@@ -197,8 +196,8 @@ def _write_config(cluster, cpus):
 
 def _start(cluster, node, argv, log):
     out = open(os.path.join(cluster.base, "log", log), "ab")
-    proc = subprocess.Popen(cluster.on(node, argv), env=cluster.env(), stdin=subprocess.DEVNULL, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cluster.on(node, argv, daemon=True), env=cluster.env(), stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()
     cluster.daemons.append(proc)
     return proc

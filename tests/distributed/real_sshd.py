@@ -157,7 +157,7 @@ def sshd_hosts(names, addrs, base):
             log = os.path.join(base, f"sshd-{ns}.log")
             open(log, "a").close()
             hosts.daemons.append(subprocess.Popen(
-                on_host(ns, [SSHD, "-D", "-E", log]), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                on_host(ns, [SSHD, "-D", "-E", log], daemon=True), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True))
         _wait_listening(hosts)
         yield hosts
