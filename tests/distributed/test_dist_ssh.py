@@ -153,7 +153,7 @@ def test_dead_worker_stops_every_remote_process(tmp_path, site, engine, how):
     assert _leftovers(workdir) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_launcher_stops_every_remote_process(tmp_path, site, sig):
     """Ctrl-C or SIGTERM to the launcher of a kvstore job (whose processes never end by themselves)."""
     _, workdir, _ = site
@@ -197,8 +197,9 @@ def test_elastic_horovod_over_horovodruns_own_ssh(tmp_path, site):
     there dies and the survivor (local to horovodrun) finishes alone."""
     hosts, _, env = site
     out, probes = tmp_path / "out", tmp_path / "probes"
-    worker = [sys.executable, PROBE, "--probe", str(probes), "--", sys.executable, os.path.join(HERE, "elastic_worker.py"),
-              "--out", str(out), "--steps", "60", "--commit-every", "10", "--die-at", "25"]
+    worker = [sys.executable, PROBE, "--probe", str(probes), "--", sys.executable,
+              os.path.join(HERE, "elastic_worker.py"), "--out", str(out), "--steps", "60", "--commit-every", "10",
+              "--die-at", "25"]
     # horovodrun's remote `cd` does not quote the directory (horovod/runner/gloo_run.py), so no odd cwd here
     argv = hosts.on(0, [sys.executable, "-m", "gluonface", "launch", "-", "--engine", "horovod", "--elastic",
                         "--workers", "2", "--min-workers", "1", "--hosts", hosts.hostfile, "--interface", "gfnet0",

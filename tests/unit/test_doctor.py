@@ -1,4 +1,7 @@
-"""gluonface doctor: verdicts from facts, host comparison, and the ssh probe path (with a local fake ssh)."""
+"""gluonface doctor: verdicts from facts and host comparison.
+
+The ssh probe (`doctor --hosts`) runs over real sshd in tests/distributed/test_dist_ssh.py.
+"""
 import json
 import os
 import subprocess
