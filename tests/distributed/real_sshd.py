@@ -62,7 +62,7 @@ Host *
 
 def missing():
     """Why real sshd hosts cannot run here (with the command that fixes it), or None."""
-    absent = [p for p in (SSHD, "/usr/bin/ssh", "/usr/bin/ssh-keygen") if not os.access(p, os.X_OK)]
+    absent = ([SSHD] if not os.access(SSHD, os.X_OK) else []) + [c for c in ("ssh", "ssh-keygen") if not shutil.which(c)]
     if absent:
         return f"the sshd tests need {', '.join(absent)}; install: {INSTALL} (as root)"
     return None
