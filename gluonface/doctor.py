@@ -284,11 +284,12 @@ def run_doctor(run_dir=".", hosts_file=None, remote_python="python3", as_json=Fa
     _print_table(f"gluonface doctor: {facts['host']} ({facts['executable']})", rows)
     failed = any(c.status == "fail" for c in rows)
     if hosts_file:
-        from gluonface.launch.hostfile import read_hostfile
-        hosts = [h.host for h in read_hostfile(hosts_file)]
+        from gluonface.launch.hostfile import parse_hostfile
         by_host = {}
-        for host in hosts:
-            remote, error = remote_probe(host, python=remote_python)
+        for entry in parse_hostfile(hosts_file):
+            host, port = entry.name, entry.port
+            ssh = ("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10") + (("-p", str(port)) if port else ())
+            remote, error = remote_probe(host, python=remote_python, ssh=ssh)
             by_host[host] = remote
             if remote is None:
                 host_rows = [Check("reachable", "fail", error,
