@@ -7,6 +7,7 @@ from mxnet.gluon import nn
 from gluonface.errors import GluonFaceError
 from gluonface.export.embedder import FaceEmbedder
 from gluonface.export.symbol import export_symbol
+from tolerance import assert_close_scaled, assert_same_direction
 
 
 class _Tiny(nn.HybridBlock):
@@ -43,13 +44,15 @@ def test_layouts_and_flip(model):
     x = faces.astype(np.float32).transpose(0, 3, 1, 2)
     ref = net(mx.nd.array(x)).asnumpy().astype(np.float64) + net(mx.nd.array(x[..., ::-1].copy())).asnumpy()
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
-    np.testing.assert_allclose(e, ref, atol=1e-5)
-    np.testing.assert_allclose(emb.embed(faces.transpose(0, 3, 1, 2)), e, atol=1e-6)     # NCHW batch
-    np.testing.assert_allclose(emb.embed(faces[1]), e[1], atol=1e-6)                      # one HWC image
-    np.testing.assert_allclose(emb.embed(faces[1].transpose(2, 0, 1)), e[1], atol=1e-6)   # one CHW image
+    assert_same_direction(e, ref)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-6)
+    # Another layout or batch size may run other oneDNN kernels: the same directions, not the same bits.
+    assert_same_direction(emb.embed(faces.transpose(0, 3, 1, 2)), e)     # NCHW batch
+    assert_same_direction(emb.embed(faces[1]), e[1])                      # one HWC image
+    assert_same_direction(emb.embed(faces[1].transpose(2, 0, 1)), e[1])   # one CHW image
     plain = net(mx.nd.array(x)).asnumpy()
     plain /= np.linalg.norm(plain, axis=1, keepdims=True)
-    np.testing.assert_allclose(emb.embed(faces, flip=False), plain, atol=1e-5)
+    assert_same_direction(emb.embed(faces, flip=False), plain)
 
 
 def test_compare(model):
@@ -91,7 +94,7 @@ def test_embed_photo_with_landmarks_and_without_face(model):
     points = np.array([[80, 100], [120, 100], [100, 122], [84, 142], [116, 142]], np.float64)
     e, result = emb.embed_photo(photo, points=points)
     crop, _ = align_face(photo, points, 112)
-    np.testing.assert_allclose(e, emb.embed(crop), atol=1e-6)
+    assert_same_direction(e, emb.embed(crop))
     assert result.aligned and e.shape == (8,)
     with pytest.raises(GluonFaceError, match="no usable face"):
         emb.embed_photo(np.full((160, 160, 3), 128, np.uint8))
@@ -103,5 +106,5 @@ def test_from_net_and_changing_batch_sizes(model):
     for emb in (FaceEmbedder.from_net(net), FaceEmbedder.from_path(prefix)):
         for n in (1, 2, 3, 4, 5, 6, 1):
             x = np.random.default_rng(n).uniform(0, 255, (n, 3, 112, 112)).astype(np.float32)
-            np.testing.assert_allclose(emb(x), net(mx.nd.array(x)).asnumpy(), rtol=1e-5, atol=1e-5)
+            assert_close_scaled(emb(x), net(mx.nd.array(x)).asnumpy(), err_msg=f"batch {n}")
     assert FaceEmbedder.from_net(net).kind == "gluon"
