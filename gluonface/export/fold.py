@@ -7,7 +7,8 @@ A training graph carries operators that a frozen network does not need. ``fold_f
 3. Dropout (identity at inference) away;
 4. BatchNorm into the Convolution / FullyConnected before it, and into a FullyConnected after it;
 5. scalar input normalisation ``(x - 127.5) * 0.0078125`` plus a non-overlapping average pooling into one
-   depthwise convolution with bias, and a scalar affine map into any unpadded convolution after it.
+   depthwise convolution with bias, a scalar affine map into any unpadded convolution after it, and a pure
+   scalar scale into any convolution after it (padded or not: zero padding stays zero).
 Each rewrite is a linear identity, so outputs change only by float32 rounding (~1e-7 relative). A
 BatchNorm before a padded convolution stays: its shift would also reach the zero padding.
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from gluonface.export.graph import SymbolGraph, int_tuple
 
-_AFFINE = {  # op -> (a, c) of x -> a * x + c for its scalar s
+SCALAR_AFFINE = {  # op -> (a, c) of x -> a * x + c for its scalar s
     "_plus_scalar": lambda s: (1.0, s), "_minus_scalar": lambda s: (1.0, -s),
     "_rminus_scalar": lambda s: (-1.0, s), "_mul_scalar": lambda s: (s, 0.0),
     "_div_scalar": lambda s: (1.0 / s, 0.0),
@@ -110,8 +111,8 @@ def _drop_dropout(g):
 def _fold_param_scalars(g):
     """``param (+ - * /) scalar`` evaluated once into a new parameter."""
     for i, node in enumerate(g.nodes):
-        if node["op"] in _AFFINE and g.value(node["inputs"][0]) is not None:
-            a, c = _AFFINE[node["op"]](float(g.attr([i], "scalar")))
+        if node["op"] in SCALAR_AFFINE and g.value(node["inputs"][0]) is not None:
+            a, c = SCALAR_AFFINE[node["op"]](float(g.attr([i], "scalar")))
             g.redirect(i, g.var(node["name"], a * g.value(node["inputs"][0]) + c))
 
 
@@ -149,8 +150,8 @@ def _fold_channel_prelu(g):
 def _affine_chain(g, entry, reader):
     """Walk back from ``entry`` through scalar ops read only by the next one: (source, a, c, count)."""
     a, c, count = 1.0, 0.0, 0
-    while g.op(entry) in _AFFINE and g.only_user(entry) == reader and g.value(entry) is None:
-        ai, ci = _AFFINE[g.op(entry)](float(g.attr(entry, "scalar")))
+    while g.op(entry) in SCALAR_AFFINE and g.only_user(entry) == reader and g.value(entry) is None:
+        ai, ci = SCALAR_AFFINE[g.op(entry)](float(g.attr(entry, "scalar")))
         a, c, count = a * ai, a * ci + c, count + 1
         reader, entry = entry[0], g.node(entry)["inputs"][0]
     return entry, a, c, count
@@ -176,13 +177,15 @@ def _pool_as_conv(g):
 
 
 def _fold_affine_into_conv(g):
-    """Scalar ``a * x + c`` read only by an unpadded Convolution: W -> a W, b -> b + c * sum(W)."""
+    """Scalar ``a * x + c`` read only by a Convolution: W -> a W, b -> b + c * sum(W). A shift ``c`` needs an
+    unpadded convolution (it would also reach the zero padding); a pure scale folds into any convolution."""
     for i, node in enumerate(g.nodes):
-        if node["op"] != "Convolution" or any(int_tuple(g.attr([i], "pad", "(0, 0)"))):
+        if node["op"] != "Convolution":
             continue
         x, a, c, count = _affine_chain(g, node["inputs"][0], i)
+        padded = any(int_tuple(g.attr([i], "pad", "(0, 0)")))
         w_entry, w, b_entry, b = _weight_bias(g, i)
-        if count and w is not None and b is not None:
+        if count and w is not None and b is not None and not (padded and c != 0.0):
             _set_weight_bias(g, i, x, w_entry, a * w, b_entry, b + c * w.sum(axis=tuple(range(1, w.ndim))))
 
 
