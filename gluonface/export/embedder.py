@@ -83,13 +83,16 @@ class FaceEmbedder:
         forward: ``f(x (B, 3, H, W) float32 raw RGB) -> (B, E) float32`` (not normalised).
         input_size: (H, W).
         kind: ``symbol``, ``int8``, ``onnx`` or ``gluon`` (``from_net``).
-        info: the export.json contents (may be empty); for ONNX also ``onnx_input``, the mean, std and colour
-            order the raw pixels are turned into before the session runs (from the model's metadata).
+        info: the export.json contents (may be empty).
+        input_spec: ONNX only: ``{"mean", "std", "color_order", "convention", "source"}``, what the raw pixels
+            are turned into before the session runs (``convention.onnx_input_spec``: the model's metadata).
         flip: default flip test-time augmentation for ``embed``.
     """
 
-    def __init__(self, forward, input_size=DEFAULT_INPUT_SIZE, kind="symbol", info=None, flip=True):
+    def __init__(self, forward, input_size=DEFAULT_INPUT_SIZE, kind="symbol", info=None, flip=True,
+                 input_spec=None):
         self._forward = forward
+        self.input_spec = input_spec
         self.input_size = tuple(input_size)
         self.kind = kind
         self.info = dict(info or {})
@@ -134,7 +137,7 @@ class FaceEmbedder:
             if (mean, inv_std) != (0.0, 1.0):
                 x = (x - mean) * inv_std
             return sess.run(None, {inp.name: x})[0]
-        return cls(forward, size, "onnx", dict(info, onnx_input=spec), flip)
+        return cls(forward, size, "onnx", info, flip, input_spec=spec)
 
     @classmethod
     def from_net(cls, net, input_size=DEFAULT_INPUT_SIZE, ctx=None, flip=True):

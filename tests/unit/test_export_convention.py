@@ -137,7 +137,7 @@ def test_onnx_files_say_what_they_take(exported):
         got = sess.run(None, {"data": (x - np.float32(mean)) / np.float32(std)})[0]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
         emb = FaceEmbedder.from_path(path)  # feeds what the metadata says
-        assert emb.info["onnx_input"]["source"] == "metadata"
+        assert emb.input_spec["source"] == "metadata"
         np.testing.assert_allclose(emb(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     first = [n.op_type for n in onnx.load(paths["raw"]).graph.node[:2]]
     assert first == ["Sub", "Mul"]
