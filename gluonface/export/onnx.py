@@ -120,7 +120,8 @@ def export_onnx(sym, arg_params, aux_params, out_path, input_shape=(1, 3, 112, 1
         out_path: the ``.onnx`` file to write.
         input_shape: (1, 3, H, W) used for tracing; the batch dimension is made dynamic.
         input_norm: optional (mean, scale): ``Sub``/``Mul`` nodes put in front (``prepend_input_norm``).
-        metadata: optional {str: str} for ``metadata_props`` (``convention.metadata_props``).
+        metadata: optional {str: str} for ``metadata_props`` (``convention.metadata_props``). Without it,
+            clients (insightface, ``FaceEmbedder``) can only guess the input convention from node names.
 
     Returns:
         out_path.
