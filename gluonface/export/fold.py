@@ -14,8 +14,9 @@ BatchNorm before a padded convolution stays: its shift would also reach the zero
 
 ``lower_for_onednn`` then rewrites what oneDNN (MXNet's CPU backend) cannot run in its blocked layout:
 a PReLU becomes ``x + dwconv1x1(relu(dwconv1x1(x, -1)), 1 - alpha)`` (LeakyReLU 'prelu' and ``minimum``
-have no oneDNN kernel, so each one reordered the tensor to NCHW and back), and a remaining BatchNorm a
-depthwise 1x1 convolution with bias. The result is still a plain MXNet symbol.
+have no oneDNN kernel, so each one reordered the tensor to NCHW and back), a remaining BatchNorm a
+depthwise 1x1 convolution with bias, and a dense layer on a 4-D input reads it through an explicit Flatten
+(see ``_lower_dense_input``). The result is still a plain MXNet symbol.
 """
 import numpy as np
 
@@ -239,6 +240,19 @@ def _lower_batchnorm(g):
         g.redirect(i, conv)
 
 
+def _lower_dense_input(g):
+    """A FullyConnected reading (N, C, H, W) gets an explicit Flatten first. On AVX-512 oneDNN hands it the
+    4-D input in a blocked layout, and from the executor's second forward on MXNet 1.9.1's FullyConnected
+    fails on it ("Can't generate TBlob for MKLDNN data"; not with DNNL_MAX_CPU_ISA=AVX2)."""
+    for i, node in enumerate(g.nodes):
+        x = node["inputs"][0] if node["op"] == "FullyConnected" else None
+        shape = g.shape(x) if x is not None else None
+        if shape is None or len(shape) < 3 or g.attr([i], "flatten", "True") not in ("True", "true", "1"):
+            continue
+        flat = g.add("Flatten", node["name"] + "_flatten", [x], shape=(shape[0], int(np.prod(shape[1:]))))
+        g.set_inputs(i, [flat] + node["inputs"][1:])
+
+
 def lower_for_onednn(sym, arg_params, aux_params, input_shape=(1, 3, 112, 112)):
     """Rewrite a folded symbol for MXNet's oneDNN CPU backend (see the module docstring); same outputs.
 
@@ -246,6 +260,6 @@ def lower_for_onednn(sym, arg_params, aux_params, input_shape=(1, 3, 112, 112)):
         (sym, arg_params, aux_params) of a plain MXNet symbol, float32 NDArrays.
     """
     g = SymbolGraph(sym, dict(arg_params, **aux_params), input_shape)
-    for rewrite in (_lower_prelu, _lower_batchnorm):
+    for rewrite in (_lower_prelu, _lower_batchnorm, _lower_dense_input):
         rewrite(g)
     return g.to_symbol()
