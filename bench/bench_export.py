@@ -20,7 +20,7 @@ import argparse
 import datetime
 import json
 import os
-import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -246,7 +246,7 @@ def main(argv=None):
              f"{THREADS}, onnxruntime intra-op threads {THREADS}. Load average at start {load0[0]:.1f} "
              "(absolute figures move with it; ratios come from interleaved rounds).", "",
              f"Command: `OMP_NUM_THREADS={THREADS} .venv/bin/python bench/bench_export.py "
-             + " ".join(a for a in (argv or sys.argv[1:]) if a) + "`", "",
+             + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])) + "`", "",
              f"Model: {source}.", "",
              f"Held-out verification ({args.pairs} pairs of {args.heldout_ids} unseen identities, 10-fold, flip "
              "TTA):", "", "| form | accuracy % | AUC |", "|---|---|---|"]
