@@ -20,7 +20,7 @@ $(STAMP): requirements.txt setup.py Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPIP) install --upgrade pip==24.2 setuptools==70.3.0 wheel==0.44.0 cmake==3.30.5
 	$(VPIP) install -r requirements.txt
-	$(VPIP) install --no-deps gluoncv==0.10.5.post0 mtcnn==1.0.0
+	$(VPIP) install --no-deps gluoncv==0.10.5.post0 mtcnn==1.0.0 insightface==2.1
 	@mkdir -p $(WHEEL_CACHE)
 	@if ! ls $(WHEEL_CACHE)/horovod-0.28.1-*.whl >/dev/null 2>&1; then \
 	  echo "building horovod 0.28.1 against mxnet (once, ~4 min on 2 cores)"; \
@@ -30,7 +30,7 @@ $(STAMP): requirements.txt setup.py Makefile
 	fi
 	$(VPIP) install --no-deps $(WHEEL_CACHE)/horovod-0.28.1-*.whl cloudpickle==3.1.0 psutil==6.1.0
 	$(VPIP) install --no-deps -e .
-	$(VPY) -c "import mxnet, gluoncv, horovod.mxnet, gluonface; print('gluonface environment ready: mxnet', mxnet.__version__)"
+	$(VPY) -c "import mxnet, gluoncv, horovod.mxnet, insightface, gluonface; print('gluonface environment ready: mxnet', mxnet.__version__)"
 	touch $(STAMP)
 
 test: install

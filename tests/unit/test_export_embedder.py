@@ -108,3 +108,19 @@ def test_from_net_and_changing_batch_sizes(model):
             x = np.random.default_rng(n).uniform(0, 255, (n, 3, 112, 112)).astype(np.float32)
             assert_close_scaled(emb(x), net(mx.nd.array(x)).asnumpy(), err_msg=f"batch {n}")
     assert FaceEmbedder.from_net(net).kind == "gluon"
+
+
+def test_repeated_calls_on_mobilefacenet(tmp_path):
+    """The same batch shape again and again through one bound executor. On AVX-512 CPUs MXNet 1.9.1's dense
+    layer failed from the second call on when it read MobileFaceNet's (N, 512, 1, 1) output in oneDNN's
+    blocked layout; the oneDNN form reads it through a Flatten (``fold._lower_dense_input``)."""
+    from gluonface.models import get_model
+    net = get_model("mobilefacenet", embedding_size=16)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 112, 112)))
+    export_symbol(net, str(tmp_path / "mfn"))
+    emb = FaceEmbedder.from_path(str(tmp_path / "mfn"))
+    for n in (2, 2, 2, 1, 1):
+        x = np.random.default_rng(n).uniform(0, 255, (n, 3, 112, 112)).astype(np.float32)
+        want = net(mx.nd.array(x)).asnumpy()
+        np.testing.assert_allclose(emb(x), want, rtol=0, atol=1e-5 * np.abs(want).max())

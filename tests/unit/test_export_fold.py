@@ -116,3 +116,19 @@ def test_mobilefacenet_folds_every_batchnorm_including_the_flattened_gdc():
     assert after.get("BatchNorm", 0) == 0 and after["Flatten"] == 1
     _close(_run(*folded, x), want)
     _close(_run(*lower_for_onednn(*folded, input_shape=(1, 3, 64, 64)), x), want)
+
+
+def test_pure_scale_folds_into_a_padded_conv():
+    """``x * s`` before a padded convolution is exact to fold (zero padding stays zero); a shift is not."""
+    d = mx.sym.var("data")
+    sym = mx.sym.Convolution(d * 0.99609375, kernel=(3, 3), pad=(1, 1), num_filter=4, no_bias=True, name="c0")
+    w = RNG.normal(0, 0.5, (4, 3, 3, 3))
+    arg = {"c0_weight": mx.nd.array(w)}
+    x = RNG.uniform(-1, 1, (2, 3, 8, 8))
+    want = ref.conv2d(x * 0.99609375, w, np.zeros(4), pad=1)
+    folded = fold_for_inference(sym, arg, {}, (1, 3, 8, 8))
+    ops = _ops(folded[0])
+    assert "_mul_scalar" not in ops and ops["Convolution"] == 1
+    _close(_run(*folded, x), want)
+    shifted = mx.sym.Convolution(d * 0.5 + 1.0, kernel=(3, 3), pad=(1, 1), num_filter=4, no_bias=True, name="c0")
+    assert _ops(fold_for_inference(shifted, arg, {}, (1, 3, 8, 8))[0])["_plus_scalar"] == 1
