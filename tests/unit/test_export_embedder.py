@@ -9,6 +9,8 @@ from gluonface.export.embedder import FaceEmbedder
 from gluonface.export.symbol import export_symbol
 from tolerance import assert_close_scaled, assert_same_direction
 
+pytestmark = pytest.mark.cpu_paths   # run again on the AVX2 code path (pytest.ini)
+
 
 class _Tiny(nn.HybridBlock):
     def __init__(self):

@@ -12,6 +12,8 @@ from gluonface.export.symbol import embedding_symbol, symbol_block
 from gluonface.models import get_model
 from test_models_oracle import _randomise, _ref_block  # the NumPy evaluation of gluonface's blocks
 
+pytestmark = pytest.mark.cpu_paths   # run again on the AVX2 code path (pytest.ini)
+
 RNG = np.random.default_rng(5)
 ONEDNN = mx.runtime.Features().is_enabled("MKLDNN")
 

@@ -18,6 +18,8 @@ import pytest
 
 from gluonface.models import get_model, list_models
 
+pytestmark = pytest.mark.cpu_paths   # run again on the AVX2 code path (pytest.ini)
+
 # Deep variants share every block class with a fast representative; they still run here, marked slow.
 BIG = {"iresnet50", "iresnet100", "iresnet200", "gluoncv:resnet50_v1b", "gluoncv:resnet101_v1b"}
 

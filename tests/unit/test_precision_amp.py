@@ -12,6 +12,8 @@ import pytest
 from gluonface.errors import GluonFaceError
 from gluonface.precision import canonical_dtype, lowp_supported
 
+pytestmark = pytest.mark.cpu_paths   # run again on the AVX2 code path (pytest.ini)
+
 
 def _child(code):
     """Run ``code`` in a fresh interpreter; returns (returncode, stdout, stderr)."""
