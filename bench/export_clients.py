@@ -10,23 +10,12 @@ import os
 
 import numpy as np
 
-FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
 
 def cpu_line():
-    """``model name, N cores, flags: ...`` of this machine (the instruction sets that matter to the kernels)."""
-    name, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    have = [f for f in FEATURES if f in flags]
-    return f"{name}, {os.cpu_count()} cores, CPU flags: {' '.join(have) or 'none of ' + '/'.join(FEATURES)}"
+    """The CPU and the instruction sets that matter to the kernels (``gluonface.machine.cpu_line``)."""
+    from gluonface.machine import cpu_line as line
+    return line()
 
 
 def _insightface_model(path, threads):
