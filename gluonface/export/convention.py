@@ -19,7 +19,7 @@ import json
 import os
 
 from gluonface.errors import GluonFaceError
-from gluonface.export.symbol import INPUT_NAME, OUTPUT_NAME
+from gluonface.export.names import INPUT_NAME, OUTPUT_NAME
 
 CONVENTIONS = {"raw": (0.0, 1.0), "normalized": (127.5, 127.5)}  # name -> (mean, std) the client applies
 SUB_NODE, MUL_NODE = "Sub_input_mean", "Mul_input_scale"

@@ -12,7 +12,8 @@ import numpy as np
 
 from gluonface.errors import GluonFaceError
 from gluonface.evaluate.verification import embed_raw, l2_normalize
-from gluonface.export.symbol import INPUT_NAME, check_input, check_shapes, load_checkpoint
+from gluonface.export.names import INPUT_NAME
+from gluonface.export.symbol import check_input, check_shapes, load_checkpoint
 
 DEFAULT_INPUT_SIZE = (112, 112)
 

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from gluonface.errors import GluonFaceError
-from gluonface.export.symbol import INPUT_NAME, OUTPUT_NAME
+from gluonface.export.names import INPUT_NAME, OUTPUT_NAME
 
 OPSET = 13
 
