@@ -8,9 +8,10 @@ Three questions, answered separately:
    kernels only on CPUs with AVX-512; its CPU float16 GEMM does not exist. The answer comes from the kernels
    themselves, never from the CPU's name, and is cached per (dtype, context) for the process.
 2. **Is training in ``dtype`` as good as float32?** float16 (GPU, dynamic loss scaling) is allowed where its
-   kernels check out. bfloat16 training is refused (``BF16_TRAINING_REFUSED`` says why): bfloat16 keeps 8
-   bits of mantissa in the activation gradients, and the gradient of a BatchNorm shift is a sum of ~10^4 of
-   them that nearly cancel, so those gradients come out several percent off in direction.
+   kernels check out. bfloat16 training is refused (``BF16_TRAINING_REFUSED`` says why): its kernels are
+   right one by one, but bfloat16's 8-bit mantissa compounds through a training-mode network (batch
+   statistics at every layer; BatchNorm-shift gradients that are sums of ~10^4 nearly cancelling terms), so
+   whole-step gradients come out percents to tens of percents off in direction.
 3. **Is inference in ``dtype`` right for this network?** ``convert_block`` compares the converted network
    with float32 on real images when it is built and refuses below ``BF16_INFER_MIN_COSINE``.
 
@@ -33,11 +34,12 @@ BF16_INFER_MIN_COSINE = 0.999
 
 BF16_TRAINING_REFUSED = (
     "bfloat16 training is refused: its gradients are not within cosine 0.99 of float32 for every parameter. "
-    "Measured with MXNet 1.9.1 (iresnet18, MobileFaceNet and gluoncv backbones; ArcFace, CosFace, softmax, "
-    "triplet, sub-center and Partial FC; batch 8, float64 as the judge): the embeddings agree (cosine "
-    "0.9998) but the gradients of the BatchNorm shifts (beta) reach only cosine 0.98, because each is a sum "
-    "of ~10^4 activation gradients rounded to bfloat16's 8-bit mantissa that nearly cancel; and without AMX "
-    "it is not faster. fix: train in float32 (train.amp=off or auto), or float16 on a GPU (train.amp=fp16)")
+    "Measured with MXNet 1.9.1 against float64 (bench/results/precision.md; every backbone family, ArcFace, "
+    "CosFace, softmax, triplet, sub-center and Partial FC): each bf16 kernel alone is right (cosine 0.999996) "
+    "but whole training steps are not: iresnet18's BatchNorm-shift gradients reach cosine 0.98, MobileFaceNet's "
+    "and gluoncv ResNet's gradients a median of 0.94, and MobileNetV2's embeddings themselves 0.88, because "
+    "rounding to bfloat16's 8-bit mantissa compounds through every training-mode BatchNorm; and without AMX it "
+    "is not faster. fix: train in float32 (train.amp=off or auto), or float16 on a GPU (train.amp=fp16)")
 
 
 def canonical_dtype(dtype):
