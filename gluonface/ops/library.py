@@ -26,17 +26,35 @@ def library_path():
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIB_NAME)
 
 
-def _load():
-    """Load the library once per process; returns the ctypes handle or None (reason in ``_state``)."""
-    if _state["tried"]:
-        return _state["cdll"]
-    _state["tried"] = True
+def _switched_on():
     if _state["enabled"] is None:
         # Test/benchmark switch, documented in ARCHITECTURE.md; the only environment read outside dist/launch.
         _state["enabled"] = os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
+    return _state["enabled"]
+
+
+def _amp_initialized():
+    from mxnet.contrib.amp import amp
+    return bool(getattr(amp, "_amp_initialized", False))
+
+
+def _load():
+    """Load the library once per process; returns the ctypes handle or None (reason in ``_state``).
+
+    Nothing is loaded while switched off, so a forced fallback runs pure MXNet.
+    """
+    if _state["tried"] or not _switched_on():
+        return _state["cdll"]
+    _state["tried"] = True
     path = library_path()
     if not os.path.exists(path):
         _state["error"] = f"{path} not built; fix: run `make install` (or `make ops`) in the gluonface checkout"
+        return None
+    if _amp_initialized():
+        # mx.library.load regenerates mx.nd / mx.sym and so drops AMP's patched operators: mixed precision
+        # would then fail with "requires uniform type". The kernels are float32-only anyway.
+        _state["error"] = "mixed precision (mxnet.contrib.amp) was initialised first; the float32 kernels " \
+                          "are not used with AMP"
         return None
     import mxnet as mx
     try:
@@ -55,19 +73,17 @@ def _load():
 
 def native_active():
     """True when the native kernels are loaded and enabled (loads the library on the first call)."""
-    cdll = _load()
-    return cdll is not None and bool(_state["enabled"])
+    return _load() is not None and _switched_on()
 
 
 def set_enabled(enabled):
     """Use (True) or bypass (False) the native kernels in graphs traced from now on."""
-    _load()
     _state["enabled"] = bool(enabled)
 
 
 def isa():
     """Name of the instruction-set path the kernels run (``'generic'``, ``'avx2'``, ``'avx512'``), or None."""
-    cdll = _load()
+    cdll = _load() or _state["cdll"]
     return None if cdll is None else ISAS[cdll.gluonface_ops_isa()]
 
 
@@ -94,12 +110,12 @@ def set_isa(name):
 def status():
     """What runs: ``{'backend': 'native'|'mxnet', 'isa': str|None, 'path': str, 'reason': str}``.
 
-    ``reason`` explains a fallback (not built, failed to load, switched off); empty when native.
+    ``reason`` explains a fallback (switched off, not built, failed to load, AMP first); empty when native.
     """
     cdll = _load()
-    if cdll is None:
-        return {"backend": "mxnet", "isa": None, "path": library_path(), "reason": _state["error"]}
-    if not _state["enabled"]:
+    if not _switched_on():
         return {"backend": "mxnet", "isa": isa(), "path": library_path(),
                 "reason": f"switched off ({ENV_SWITCH}=0 or gluonface.ops.set_enabled(False))"}
+    if cdll is None:
+        return {"backend": "mxnet", "isa": None, "path": library_path(), "reason": _state["error"]}
     return {"backend": "native", "isa": isa(), "path": library_path(), "reason": ""}
