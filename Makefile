@@ -40,7 +40,7 @@ $(OPS_OBJ)/lib_api.o: $(OPS_OBJ)/mxnet_include
 $(OPS_OBJ)/ops.o: $(OPS_SRC)/ops.cc $(OPS_SRC)/kernels.h $(OPS_OBJ)/mxnet_include
 	$(CXX) $(OPS_CXXFLAGS) -I$$(cat $(OPS_OBJ)/mxnet_include)/include -c $< -o $@
 
-$(OPS_OBJ)/kernels_%.o: $(OPS_SRC)/kernels_%.cc $(OPS_SRC)/kernels.h $(OPS_SRC)/planes.h
+$(OPS_OBJ)/kernels_%.o: $(OPS_SRC)/kernels_%.cc $(OPS_SRC)/kernels.h $(OPS_SRC)/planes.h $(OPS_SRC)/bn_prelu.h
 	@mkdir -p $(OPS_OBJ)
 	$(CXX) $(OPS_CXXFLAGS) $(OPS_ISA_FLAGS_$*) -c $< -o $@
 

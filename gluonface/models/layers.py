@@ -3,6 +3,7 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
+from gluonface.ops.bn_prelu import ConvBNSequence
 from gluonface.ops.prelu import channel_prelu, use_native_prelu
 
 # insightface's MXNet models use these BatchNorm settings; momentum 0.9 is Gluon's default.
@@ -10,8 +11,9 @@ BN_EPS = 2e-5
 
 
 def conv_bn(channels, kernel, stride=1, pad=0, groups=1, act=True):
-    """Conv (no bias) → BatchNorm → optional per-channel PReLU, as one HybridSequential."""
-    seq = nn.HybridSequential(prefix="")
+    """Conv (no bias) → BatchNorm → optional per-channel PReLU, as one HybridSequential (BN + PReLU run as one
+    native op when gluonface.ops is active; same children and parameters either way)."""
+    seq = ConvBNSequence(prefix="")
     seq.add(nn.Conv2D(channels, kernel, stride, pad, groups=groups, use_bias=False),
             nn.BatchNorm(epsilon=BN_EPS))
     if act:

@@ -1,8 +1,11 @@
 """gluonface's own CPU kernels as MXNet custom operators, with the pure-MXNet formulation as fallback.
 
 What the ops are: ``_gluonface_prelu`` (fused per-channel PReLU forward, backward and slope-gradient
-reduction; :mod:`gluonface.ops.prelu`), compiled from ``csrc/`` by ``make install`` into
-``libgluonface_ops.so`` and loaded on first use (:mod:`gluonface.ops.library`); :func:`status` says what runs.
+reduction; :mod:`gluonface.ops.prelu`, used by ``ChannelPReLU``) and ``_gluonface_bn_prelu`` (training and
+inference BatchNorm + PReLU in one op; :mod:`gluonface.ops.bn_prelu`, used by ``conv_bn``'s container),
+compiled from ``csrc/`` by ``make install`` into ``libgluonface_ops.so`` and loaded on first use
+(:mod:`gluonface.ops.library`); :func:`status` says what runs. Each has the pure-MXNet formulation as its
+fallback, chosen when the graph is traced.
 
 How MXNet 1.9.1's extension library API (``include/mxnet/lib_api.h`` + ``src/lib_api.cc`` in the wheel)
 treats these ops, checked on this build (bench/probe_ops_api.py prints the evidence; source lines are from
@@ -33,9 +36,15 @@ apache/mxnet tag 1.9.1, src/c_api/c_api.cc):
   overwritten. ``grad_req='add'`` would silently lose accumulation (checked: the slope gradient after two
   backward passes equals one pass), so the ops are used only where gradients are written
   (:func:`gluonface.ops.prelu.use_native_prelu`); ``grad_req='null'`` is fine.
-- ``FInferStorageType`` is not needed (dense default is assigned when the library gives none),
-  ``FMutateInputs`` only for ops that write an input in place (BatchNorm's running statistics would), and
-  stateful ops only for kernels that keep state between calls; PReLU needs none of them.
+- No ``is_train`` reaches the library either (lib_api.h has no training flag; ``OpResource`` holds only
+  allocators, streams and random states), although a hybridized block runs one cached graph for training
+  and inference. ``_gluonface_bn_prelu`` therefore takes a one-element input from ``Dropout(ones(1))``:
+  exactly 1 in inference, 0 or 2 in training.
+- ``FInferStorageType`` is not needed (dense default is assigned when the library gives none);
+  ``FMutateInputs`` is needed for an op that writes an input: ``_gluonface_bn_prelu`` declares its moving
+  mean and variance with it (so the engine orders their readers); stateful ops only for kernels that keep
+  state between calls, which none of ours do. Input shapes may be assigned by the library's shape
+  inference (deferred parameters reach it as empty shapes or dimensions of (unsigned) -1).
 - Custom ops have no in-place option (``FInplaceOption``) and no ``FGradient`` choice of which inputs the
   backward keeps: it keeps every input and output alive, which costs nothing here (the next convolution
   keeps PReLU's output for its own backward anyway).

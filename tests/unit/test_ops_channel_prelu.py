@@ -17,7 +17,7 @@ from mxnet import autograd, gluon
 
 import gluonface.ops as ops
 from gluonface.models import get_model
-from gluonface.models.layers import ChannelPReLU, conv_bn
+from gluonface.models.layers import ChannelPReLU
 
 U = 2.0 ** -24
 HYBRID_MODES = [None, {}, {"static_alloc": True}, {"static_alloc": True, "static_shape": True}]
@@ -39,8 +39,9 @@ def _graph_ops(block, x):
 def _block_step(native, hybrid, grad_req="write", steps=1):
     ops.set_enabled(native)
     mx.random.seed(7)  # same initial weights in every arm
-    net = gluon.nn.HybridSequential()
-    net.add(conv_bn(6, 3, 1, 1, act=True), conv_bn(5, 1, act=True))  # conv → BN → PReLU, twice
+    net = gluon.nn.HybridSequential()  # conv → BN → PReLU, twice, as separate layers (not conv_bn's fusion)
+    for ch, k in ((6, 3), (5, 1)):
+        net.add(gluon.nn.Conv2D(ch, k, padding=k // 2, use_bias=False), gluon.nn.BatchNorm(), ChannelPReLU(ch))
     net.initialize(mx.init.Xavier())
     for p in net.collect_params(".*alpha").values():
         p.set_data(mx.nd.array(np.linspace(-0.3, 0.9, p.shape[0]).reshape(p.shape)))
@@ -79,7 +80,7 @@ def test_exported_trace_keeps_standard_operators():
     net.hybridize(static_alloc=True, static_shape=True)
     x = mx.nd.ones((1, 3, 32, 32))
     net(x)
-    assert "_gluonface_prelu" in _graph_ops(net, x)  # executed graph: native
+    assert any(op.startswith("_gluonface") for op in _graph_ops(net, x))  # executed graph: native
     sym, _, _ = embedding_symbol(net)
     nodes = {n["op"] for n in json.loads(sym.tojson())["nodes"]}
     assert not any(op.startswith("_gluonface") for op in nodes)
@@ -93,7 +94,9 @@ def test_grad_req_add_uses_mxnet_formulation_and_accumulates():
     assert any(name.endswith("alpha") for name in g_once)
     for name in g_once:
         times = 2 if name.endswith("alpha") else 1  # only the slopes accumulate
-        np.testing.assert_allclose(g_add[name], times * g_once[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        # the two runs use different formulations: round-off apart (see the test above for the scale)
+        np.testing.assert_allclose(g_add[name], times * g_once[name], rtol=0,
+                                   atol=1e-4 * times * np.abs(g_once[name]).max(), err_msg=name)
 
 
 @pytest.mark.parametrize("hybrid", HYBRID_MODES[1:], ids=["hybrid", "static_alloc", "static_shape"])
@@ -132,7 +135,8 @@ with autograd.record():
     y = net(mx.nd.ones((2, 3, 32, 32)))
 y.backward()
 ops_in_graph = sorted({{n['op'] for n in json.loads(net._cached_graph[1].tojson())['nodes']}})
-print(json.dumps({{'status': ops.status(), 'native_in_graph': '_gluonface_prelu' in ops_in_graph}}))
+print(json.dumps({{'status': ops.status(),
+                  'native_in_graph': any(op.startswith('_gluonface') for op in ops_in_graph)}}))
 """
 
 

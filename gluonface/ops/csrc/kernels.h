@@ -20,6 +20,21 @@ struct Kernels {
   // each product exact in double and summed in double (see ops.cc for the error bound).
   void (*prelu_backward)(const float* dy, const float* x, const float* alpha, float* dx,
                          double* plane_sums, int64_t n, int64_t c, int64_t inner);
+
+  // BatchNorm + PReLU (see bn_prelu.h). Per-plane double sums of d = x - shift[c] and d * d.
+  void (*bn_stats)(const float* x, const float* shift, double* s1, double* s2,
+                   int64_t n, int64_t c, int64_t inner);
+  // y = prelu(z, alpha[c]) with z = x * scale[c] + bias[c]
+  void (*bn_prelu_forward)(const float* x, const float* scale, const float* bias, const float* alpha,
+                           float* y, int64_t n, int64_t c, int64_t inner);
+  // Per-plane double sums of g, g * (x - mean[c]) and min(z, 0) * dy, where g = z > 0 ? dy : alpha[c] * dy.
+  void (*bn_prelu_backward_sums)(const float* dy, const float* x, const float* scale, const float* bias,
+                                 const float* alpha, const float* mean, double* sg, double* sgx,
+                                 double* sa, int64_t n, int64_t c, int64_t inner);
+  // dx = k1[c] * g + k2[c] * (x - mean[c]) + k3[c]
+  void (*bn_prelu_backward_dx)(const float* dy, const float* x, const float* scale, const float* bias,
+                               const float* alpha, const float* mean, const float* k1, const float* k2,
+                               const float* k3, float* dx, int64_t n, int64_t c, int64_t inner);
 };
 
 extern const Kernels kGenericKernels;

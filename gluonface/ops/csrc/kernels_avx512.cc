@@ -54,8 +54,11 @@ void prelu_backward(const float* dy, const float* x, const float* alpha, float* 
   });
 }
 
+#include "bn_prelu.h"  // NOLINT: compiled here with this file's instruction-set flags
+
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", prelu_forward, prelu_backward};
+const Kernels kAvx512Kernels = {"avx512", prelu_forward, prelu_backward, bn_stats,
+                                  bn_prelu_forward, bn_prelu_backward_sums, bn_prelu_backward_dx};
 
 }  // namespace gfops

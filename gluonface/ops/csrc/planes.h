@@ -9,6 +9,7 @@
 #include "kernels.h"
 
 namespace gfops {
+namespace {  // internal linkage: each instruction-set file compiles its own copy
 
 template <typename PlaneFn>
 inline void for_each_plane(int64_t n, int64_t c, int64_t inner, PlaneFn fn) {
@@ -20,6 +21,7 @@ inline void for_each_plane(int64_t n, int64_t c, int64_t inner, PlaneFn fn) {
   }
 }
 
+}  // namespace
 }  // namespace gfops
 
 #endif  // GLUONFACE_OPS_PLANES_H_
