@@ -37,16 +37,19 @@ $(OPS_OBJ)/mxnet_include: $(STAMP)
 $(OPS_OBJ)/lib_api.o: $(OPS_OBJ)/mxnet_include
 	$(CXX) $(OPS_CXXFLAGS) -I$$(cat $<)/include -c $$(cat $<)/src/lib_api.cc -o $@
 
-$(OPS_OBJ)/ops.o: $(OPS_SRC)/ops.cc $(OPS_SRC)/kernels.h $(OPS_OBJ)/mxnet_include
+$(OPS_OBJ)/op_%.o: $(OPS_SRC)/op_%.cc $(OPS_SRC)/op_common.h $(OPS_SRC)/kernels.h $(OPS_OBJ)/mxnet_include
+	$(CXX) $(OPS_CXXFLAGS) -I$$(cat $(OPS_OBJ)/mxnet_include)/include -c $< -o $@
+
+$(OPS_OBJ)/isa.o: $(OPS_SRC)/isa.cc $(OPS_SRC)/op_common.h $(OPS_SRC)/kernels.h $(OPS_OBJ)/mxnet_include
 	$(CXX) $(OPS_CXXFLAGS) -I$$(cat $(OPS_OBJ)/mxnet_include)/include -c $< -o $@
 
 $(OPS_OBJ)/kernels_%.o: $(OPS_SRC)/kernels_%.cc $(OPS_SRC)/kernels.h $(OPS_SRC)/planes.h $(OPS_SRC)/bn_prelu.h
 	@mkdir -p $(OPS_OBJ)
 	$(CXX) $(OPS_CXXFLAGS) $(OPS_ISA_FLAGS_$*) -c $< -o $@
 
-$(OPS_LIB): $(OPS_OBJ)/lib_api.o $(OPS_OBJ)/ops.o $(OPS_OBJ)/kernels_generic.o $(OPS_OBJ)/kernels_avx2.o \
-		$(OPS_OBJ)/kernels_avx512.o
-	$(CXX) -shared -fopenmp $^ -o $@
+$(OPS_LIB): $(OPS_OBJ)/lib_api.o $(OPS_OBJ)/isa.o $(OPS_OBJ)/op_prelu.o $(OPS_OBJ)/op_bn_prelu.o \
+		$(OPS_OBJ)/kernels_generic.o $(OPS_OBJ)/kernels_avx2.o $(OPS_OBJ)/kernels_avx512.o
+	$(CXX) -shared -fopenmp $^ -o $@.tmp && mv $@.tmp $@  # rename: running processes keep the old file
 	$(VPY) -c "import gluonface.ops as o; s = o.status(); print('gluonface native ops:', s['backend'], s['isa'] or s['reason'])"
 
 $(STAMP): requirements.txt setup.py Makefile

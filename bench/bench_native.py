@@ -1,7 +1,8 @@
 """Training-step throughput with gluonface's native ops vs the pure-MXNet formulation vs PyTorch, interleaved.
 
-Three long-lived worker processes per model (gluonface with native ops, gluonface with
-``gluonface.ops.set_enabled(False)``, PyTorch in bench/.venv-torch), each warmed up, then driven in rounds:
+Long-lived worker processes per model, one per arm (gluonface with every native op; with the native PReLU
+only, BatchNorm by MXNet/oneDNN; with ``gluonface.ops.set_enabled(False)``; PyTorch in bench/.venv-torch),
+each warmed up, then driven in rounds:
 every round runs ``--steps`` steps in each arm, in a rotated order, so background load hits all arms alike.
 Reported: median step time per arm over all rounds, and per-round paired ratios (median, min, max), with the
 CPU, its flags, the load average and the native status. fp32, forward + ArcFace + backward + SGD/momentum.
@@ -20,7 +21,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_PY = os.path.join(HERE, ".venv-torch", "bin", "python")
-ARMS = ("native", "mxnet", "torch")
+ARMS = ("native", "native_prelu", "mxnet", "torch")
+ENABLED = {"native": True, "native_prelu": ("prelu",), "mxnet": False}
 
 
 def gluon_serve(a):
@@ -30,7 +32,7 @@ def gluon_serve(a):
     import gluonface.ops
     from gluonface.losses import get_loss
     from gluonface.models import get_model
-    gluonface.ops.set_enabled(a.worker == "native")
+    gluonface.ops.set_enabled(ENABLED[a.worker])
     mx.random.seed(0)
     net = get_model(a.model)
     loss_fn = get_loss("arcface", a.classes, 512)
@@ -129,11 +131,13 @@ def report(model, a, rounds, status, load):
              f"{load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end; native: "
              f"{status['backend'] if status else '-'} ({status['isa'] if status else '-'})", "",
              "| arm | median s/step | img/s |", "|---|---|---|"]
-    names = {"native": "gluonface, native ops", "mxnet": "gluonface, MXNet formulation", "torch": "PyTorch"}
+    names = {"native": "gluonface, native BN+PReLU and PReLU", "native_prelu": "gluonface, native PReLU only",
+             "mxnet": "gluonface, MXNet formulation", "torch": "PyTorch"}
     for arm in a.arms:
         lines.append(f"| {names[arm]} | {med[arm]:.3f} | {a.batch / med[arm]:.2f} |")
     lines += ["", "| ratio (speed, per round) | median | min | max |", "|---|---|---|---|"]
-    for num, den in (("native", "torch"), ("mxnet", "torch"), ("native", "mxnet")):
+    for num, den in (("native", "torch"), ("native_prelu", "torch"), ("mxnet", "torch"), ("native", "mxnet"),
+                     ("native", "native_prelu")):
         if num in med and den in med:
             per = sorted(statistics.median(r[den]) / statistics.median(r[num]) for r in rounds)
             lines.append(f"| {names[num]} / {names[den]} | {statistics.median(per):.2f}× | {per[0]:.2f}× | "
@@ -143,7 +147,7 @@ def report(model, a, rounds, status, load):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worker", choices=["native", "mxnet"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=sorted(ENABLED), help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--models", nargs="+", default=["mobilefacenet", "iresnet50"])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)

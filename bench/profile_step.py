@@ -1,7 +1,7 @@
 """Per-operator profile of one training step (forward + ArcFace + backward + SGD): gluonface vs PyTorch.
 
-gluonface runs with MXNet's profiler (aggregate statistics, operator category) twice, native ops on and
-off (``gluonface.ops.set_enabled``); PyTorch runs bench/torch_peer/profile_torch.py in bench/.venv-torch.
+gluonface runs with MXNet's profiler (aggregate statistics, operator category) with every native op, with
+the native PReLU only, and with none (``gluonface.ops.set_enabled``); PyTorch runs bench/torch_peer/profile_torch.py in bench/.venv-torch.
 Each arm is its own process. MXNet's op bulking is switched off (MXNET_EXEC_BULK_EXEC_TRAIN=0) so every
 operator is timed on its own; the step itself is timed the same way, so the profiled step is slightly slower
 than a bench_step.py step.
@@ -27,7 +27,7 @@ def gluon_worker(a):
     import gluonface.ops
     from gluonface.losses import get_loss
     from gluonface.models import get_model
-    gluonface.ops.set_enabled(a.native == "on")
+    gluonface.ops.set_enabled({"on": True, "prelu": ("prelu",), "off": False}[a.native])
     mx.random.seed(0)
     net = get_model(a.model)
     loss_fn = get_loss("arcface", a.classes, 512)
@@ -91,9 +91,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
-    ap.add_argument("--native", default="on", choices=["on", "off"], help=argparse.SUPPRESS)
+    ap.add_argument("--native", default="on", choices=["on", "prelu", "off"], help=argparse.SUPPRESS)
     ap.add_argument("--models", nargs="+", default=["iresnet50", "mobilefacenet"])
-    ap.add_argument("--arms", nargs="+", default=["native", "mxnet", "torch"])
+    ap.add_argument("--arms", nargs="+", default=["native", "native_prelu", "mxnet", "torch"])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--steps", type=int, default=2)
@@ -119,7 +119,8 @@ def main():
                 run.setdefault("framework", "torch")
             else:
                 run = _run([sys.executable, os.path.abspath(__file__), "--worker", "--model", model,
-                            "--native", "on" if arm == "native" else "off"] + common, genv)
+                            "--native", {"native": "on", "native_prelu": "prelu"}.get(arm, "off")] + common,
+                           genv)
                 run.setdefault("framework", f"gluonface {arm}")
             runs.append(run)
             print("\n".join(table(run, a.top)) + "\n", flush=True)

@@ -15,10 +15,11 @@ import os
 from gluonface.errors import GluonFaceError
 
 LIB_NAME = "libgluonface_ops.so"
+OPS = ("prelu", "bn_prelu")  # what set_enabled can switch one by one
 ISAS = ("generic", "avx2", "avx512")  # index = the library's instruction-set code
 ENV_SWITCH = "GLUONFACE_NATIVE"
 
-_state = {"tried": False, "cdll": None, "error": "", "enabled": None}
+_state = {"tried": False, "cdll": None, "error": "", "enabled": None, "ops": frozenset(OPS)}
 
 
 def library_path():
@@ -71,14 +72,30 @@ def _load():
     return cdll
 
 
-def native_active():
-    """True when the native kernels are loaded and enabled (loads the library on the first call)."""
+def native_active(op=None):
+    """True when the native kernels are loaded and enabled (loads the library on the first call).
+
+    Args:
+        op: one of ``OPS`` to ask about that op's switch too; None for the library as a whole.
+    """
+    if op is not None and op not in _state["ops"]:
+        return False
     return _load() is not None and _switched_on()
 
 
 def set_enabled(enabled):
-    """Use (True) or bypass (False) the native kernels in graphs traced from now on."""
-    _state["enabled"] = bool(enabled)
+    """Use (True) or bypass (False) the native kernels in graphs traced from now on.
+
+    ``enabled`` may also name the ops to use, e.g. ``("prelu",)`` to run PReLU natively and BatchNorm with
+    MXNet (benchmarks compare the two); the others run their MXNet formulation.
+    """
+    if isinstance(enabled, bool):
+        _state["enabled"], _state["ops"] = enabled, frozenset(OPS)
+        return
+    names = frozenset(enabled)
+    if not names <= set(OPS):
+        raise GluonFaceError(f"unknown native ops {sorted(names - set(OPS))}; fix: choose from {', '.join(OPS)}")
+    _state["enabled"], _state["ops"] = bool(names), names
 
 
 def isa():
@@ -118,4 +135,6 @@ def status():
                 "reason": f"switched off ({ENV_SWITCH}=0 or gluonface.ops.set_enabled(False))"}
     if cdll is None:
         return {"backend": "mxnet", "isa": None, "path": library_path(), "reason": _state["error"]}
-    return {"backend": "native", "isa": isa(), "path": library_path(), "reason": ""}
+    off = sorted(set(OPS) - _state["ops"])
+    return {"backend": "native", "isa": isa(), "path": library_path(),
+            "reason": f"ops switched off: {', '.join(off)}" if off else ""}

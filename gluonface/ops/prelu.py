@@ -19,7 +19,7 @@ def use_native_prelu(F, alpha_param):
     (``grad_req='add'``): the extension API hands the kernel no write/add request
     (see gluonface/ops/__init__.py), so it always overwrites.
     """
-    if not native_active() or not traced_for_execution(F):  # native_active is False once AMP is on
+    if not native_active("prelu") or not traced_for_execution(F):  # False once AMP is on
         return False
     from mxnet.contrib.amp import amp
     if getattr(amp, "_amp_initialized", False):  # library loaded before amp.init: AMP may feed bfloat16

@@ -172,3 +172,20 @@ def test_slope_gradient_does_not_depend_on_thread_count():
     two = _python(_SLOPE_GRAD, OMP_NUM_THREADS="2")
     three = _python(_SLOPE_GRAD, OMP_NUM_THREADS="3")
     assert one == two == three
+
+
+def test_switching_ops_one_by_one():
+    """set_enabled(("prelu",)): conv_bn keeps MXNet's BatchNorm and runs the native PReLU after it."""
+    from gluonface.errors import GluonFaceError
+    from gluonface.models.layers import conv_bn
+    ops.set_enabled(("prelu",))
+    assert ops.status()["backend"] == "native" and "bn_prelu" in ops.status()["reason"]
+    net = conv_bn(4, 3, 1, 1, act=True)
+    net.initialize()
+    net.hybridize()
+    x = mx.nd.ones((1, 2, 5, 5))
+    net(x)
+    graph = _graph_ops(net, x)
+    assert "_gluonface_prelu" in graph and "_gluonface_bn_prelu" not in graph and "BatchNorm" in graph
+    with pytest.raises(GluonFaceError, match="unknown native ops"):
+        ops.set_enabled(("prelu", "conv"))

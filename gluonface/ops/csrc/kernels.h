@@ -2,7 +2,7 @@
 //
 // Every kernel works on float32 NC(spatial) tensors in MXNet's default (row-major) layout: N images, C channels,
 // `inner` contiguous elements per (n, c) plane. Each instruction-set file (kernels_generic.cc, kernels_avx2.cc,
-// kernels_avx512.cc) is compiled with its own -m flags and exports one table; ops.cc picks the table at run
+// kernels_avx512.cc) is compiled with its own -m flags and exports one table; isa.cc picks the table at run
 // time from the CPU's flags, so the library loads and runs on any x86-64 CPU.
 #ifndef GLUONFACE_OPS_KERNELS_H_
 #define GLUONFACE_OPS_KERNELS_H_
@@ -17,7 +17,7 @@ struct Kernels {
   void (*prelu_forward)(const float* x, const float* alpha, float* y,
                         int64_t n, int64_t c, int64_t inner);
   // dx = x > 0 ? dy : alpha[c] * dy;  plane_sums[n * c + ch] = sum over the plane of min(x, 0) * dy,
-  // each product exact in double and summed in double (see ops.cc for the error bound).
+  // each product exact in double and summed in double (see op_prelu.cc for the error bound).
   void (*prelu_backward)(const float* dy, const float* x, const float* alpha, float* dx,
                          double* plane_sums, int64_t n, int64_t c, int64_t inner);
 

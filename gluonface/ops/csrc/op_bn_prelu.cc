@@ -1,26 +1,11 @@
-// gluonface's custom MXNet operators, registered through MXNet's extension library API (lib_api.h of the
-// installed mxnet wheel) and loaded with mx.library.load by gluonface/ops/library.py.
-//
-// _gluonface_prelu(data (N, C, ...) float32, alpha (C, 1, 1, 1) float32) -> (N, C, ...) float32
-//   y = data > 0 ? data : alpha_c * data, the per-channel PReLU of gluonface.models.layers.ChannelPReLU with
-//   the same parameter, so checkpoints do not change and an exporter can write the standard formulation back.
-//   Backward: d_data = data > 0 ? dy : alpha_c * dy (the standard formulation's gradient, where
-//   minimum(x, 0)'s gradient is 1 at x <= 0), d_alpha_c = sum over (n, spatial) of min(data, 0) * dy:
-//   each product is exact in double and the sum runs in double per (n, c) plane, then over n in a fixed
-//   order, and is rounded once to float32. So |d_alpha - exact| <= eps32/2 * |exact| + m * eps64 * sum|terms|
-//   for m terms, independent of the thread count.
-//
-// MXNet calls these functions with "write" semantics only: lib_api's FCompute receives no OpReqType (MXNet
-// 1.9.1 src/c_api/c_api.cc CustomFComputeDispatcher never forwards `req`), so gradients are overwritten,
-// never accumulated. gluonface/ops/prelu.py uses the standard formulation when a gradient must be added.
+// _gluonface_bn_prelu: BatchNorm (training and inference) + per-channel PReLU in one MXNet custom operator.
 #include <cmath>
-#include <cstdlib>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
-#include "kernels.h"
-#include "mxnet/lib_api.h"
+#include "op_common.h"
 
-using mxnet::ext::CustomOp;
 using mxnet::ext::MX_FAIL;
 using mxnet::ext::MX_SUCCESS;
 using mxnet::ext::MXReturnValue;
@@ -30,125 +15,6 @@ using mxnet::ext::OpResource;
 namespace gfops {
 namespace {
 
-enum Isa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
-
-bool isa_supported(int isa) {
-  __builtin_cpu_init();
-  switch (isa) {
-    case kGeneric: return true;
-    // libgcc's probe also checks that the OS saves the wider registers (XCR0), not only CPUID.
-    case kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case kAvx512: return __builtin_cpu_supports("avx512f");
-    default: return false;
-  }
-}
-
-int best_isa() {
-  if (isa_supported(kAvx512)) return kAvx512;
-  if (isa_supported(kAvx2)) return kAvx2;
-  return kGeneric;
-}
-
-const Kernels* table_for(int isa) {
-  switch (isa) {
-    case kAvx512: return &kAvx512Kernels;
-    case kAvx2: return &kAvx2Kernels;
-    default: return &kGenericKernels;
-  }
-}
-
-int g_isa = -1;  // chosen lazily; gluonface_ops_set_isa may override it (tests force each path)
-
-const Kernels& kernels() {
-  if (g_isa < 0) g_isa = best_isa();
-  return *table_for(g_isa);
-}
-
-// ---- shape / type inference -------------------------------------------------------------------------
-
-MXReturnValue prelu_parse(const std::unordered_map<std::string, std::string>& attrs, int* num_in,
-                          int* num_out) {
-  *num_in = 2;
-  *num_out = 1;
-  return MX_SUCCESS;
-}
-
-MXReturnValue prelu_infer_type(const std::unordered_map<std::string, std::string>& attrs,
-                               std::vector<int>* in_types, std::vector<int>* out_types) {
-  for (size_t i = 0; i < in_types->size(); ++i) {
-    if ((*in_types)[i] != mxnet::ext::kFloat32 && (*in_types)[i] != -1) {
-      MX_ERROR_MSG << "_gluonface_prelu supports float32 only, got dtype code " << (*in_types)[i]
-                   << " for input " << i << "; gluonface uses the standard formulation for other dtypes";
-      return MX_FAIL;
-    }
-  }
-  (*out_types)[0] = mxnet::ext::kFloat32;
-  return MX_SUCCESS;
-}
-
-MXReturnValue prelu_infer_shape(const std::unordered_map<std::string, std::string>& attrs,
-                                std::vector<std::vector<unsigned int>>* in_shapes,
-                                std::vector<std::vector<unsigned int>>* out_shapes) {
-  const auto& x = (*in_shapes)[0];
-  const auto& a = (*in_shapes)[1];
-  if (x.size() < 2) {
-    MX_ERROR_MSG << "_gluonface_prelu needs data of shape (N, C, ...), got " << x.size() << " dims";
-    return MX_FAIL;
-  }
-  size_t a_size = 1;
-  for (unsigned d : a) a_size *= d;
-  if (a.empty() || a_size != x[1]) {
-    MX_ERROR_MSG << "_gluonface_prelu: alpha must hold one slope per channel (" << x[1] << "), got "
-                 << a_size;
-    return MX_FAIL;
-  }
-  (*out_shapes)[0] = x;
-  return MX_SUCCESS;
-}
-
-// (N, C, inner) view of a (N, C, ...) tensor.
-void plane_dims(const MXTensor& t, int64_t* n, int64_t* c, int64_t* inner) {
-  *n = t.shape[0];
-  *c = t.shape[1];
-  *inner = 1;
-  for (size_t d = 2; d < t.shape.size(); ++d) *inner *= t.shape[d];
-}
-
-// ---- compute -----------------------------------------------------------------------------------------
-
-MXReturnValue prelu_forward(const std::unordered_map<std::string, std::string>& attrs,
-                            std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
-                            const OpResource& res) {
-  int64_t n, c, inner;
-  plane_dims((*inputs)[0], &n, &c, &inner);
-  kernels().prelu_forward((*inputs)[0].data<float>(), (*inputs)[1].data<float>(),
-                          (*outputs)[0].data<float>(), n, c, inner);
-  return MX_SUCCESS;
-}
-
-// inputs: dy, data, alpha, y (MXNet passes output gradients, then inputs, then outputs);
-// outputs: d_data, d_alpha.
-MXReturnValue prelu_backward(const std::unordered_map<std::string, std::string>& attrs,
-                             std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
-                             const OpResource& res) {
-  MXTensor& x = (*inputs)[1];
-  int64_t n, c, inner;
-  plane_dims(x, &n, &c, &inner);
-  // MXNet's temporary workspace (kTempSpace), reused across calls, not a fresh allocation.
-  auto* plane_sums = static_cast<double*>(res.alloc_cpu(static_cast<int>(n * c * sizeof(double))));
-  kernels().prelu_backward((*inputs)[0].data<float>(), x.data<float>(), (*inputs)[2].data<float>(),
-                           (*outputs)[0].data<float>(), plane_sums, n, c, inner);
-  float* d_alpha = (*outputs)[1].data<float>();
-  for (int64_t ch = 0; ch < c; ++ch) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; ++i) s += plane_sums[i * c + ch];
-    d_alpha[ch] = static_cast<float>(s);
-  }
-  return MX_SUCCESS;
-}
-
-
-// ---- _gluonface_bn_prelu ---------------------------------------------------------------------------------
 // Inputs: data (N, C, ...), gamma (C,), beta (C,), moving_mean (C,), moving_var (C,), alpha (C elements),
 // mode (1,): 1.0 in inference, anything else in training (see gluonface/ops/bn_prelu.py: lib_api passes no
 // is_train flag, so the graph derives one from Dropout). Outputs: y, mean (C,), invstd (C,).
@@ -181,15 +47,6 @@ MXReturnValue bn_prelu_infer_type(const std::unordered_map<std::string, std::str
   }
   for (auto& t : *out_types) t = mxnet::ext::kFloat32;
   return MX_SUCCESS;
-}
-
-// Unknown dimensions reach the library as 0 or as (unsigned) -1 (Gluon's deferred parameters).
-bool known(const std::vector<unsigned int>& shape) {
-  if (shape.empty()) return false;
-  for (unsigned d : shape) {
-    if (d == 0 || d == static_cast<unsigned>(-1)) return false;
-  }
-  return true;
 }
 
 MXReturnValue bn_prelu_infer_shape(const std::unordered_map<std::string, std::string>& attrs,
@@ -350,13 +207,6 @@ MXReturnValue bn_prelu_backward(const std::unordered_map<std::string, std::strin
 }  // namespace
 }  // namespace gfops
 
-REGISTER_OP(_gluonface_prelu)
-    .setParseAttrs(gfops::prelu_parse)
-    .setInferType(gfops::prelu_infer_type)
-    .setInferShape(gfops::prelu_infer_shape)
-    .setForward(gfops::prelu_forward, "cpu")
-    .setBackward(gfops::prelu_backward, "cpu");
-
 REGISTER_OP(_gluonface_bn_prelu)
     .setParseAttrs(gfops::bn_prelu_parse)
     .setInferType(gfops::bn_prelu_infer_type)
@@ -365,33 +215,3 @@ REGISTER_OP(_gluonface_bn_prelu)
     .setForward(gfops::bn_prelu_forward, "cpu")
     .setBackward(gfops::bn_prelu_backward, "cpu");
 
-// ---- C entry points for gluonface/ops/library.py (ctypes) -----------------------------------------------
-
-extern "C" {
-
-// Instruction set in use: 0 generic, 1 AVX2, 2 AVX-512.
-int gluonface_ops_isa() {
-  gfops::kernels();
-  return gfops::g_isa;
-}
-
-// 1 when this CPU (and OS) can run the given instruction-set path.
-int gluonface_ops_isa_supported(int isa) { return gfops::isa_supported(isa) ? 1 : 0; }
-
-// Force a path (tests run every path the CPU supports); returns 0, or -1 when unsupported here.
-int gluonface_ops_set_isa(int isa) {
-  if (!gfops::isa_supported(isa)) return -1;
-  gfops::g_isa = isa;
-  return 0;
-}
-
-}  // extern "C"
-
-mxnet::ext::MXReturnValue initialize(int version) {
-  // MXNET_VERSION = major * 10000 + minor * 100 + patch; the ABI of lib_api.h is that of 1.9.
-  if (version < 10900) {
-    MX_ERROR_MSG << "gluonface ops need MXNet >= 1.9.0, this is " << version;
-    return MX_FAIL;
-  }
-  return MX_SUCCESS;
-}
