@@ -51,16 +51,17 @@ def gluon_serve(a):
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
             break
-        times, loss = [], None
+        times, cpu, loss = [], [], None
         for _ in range(int(cmd[1])):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             with autograd.record():
                 loss = loss_fn(net(x), y)
             loss.backward()
             trainer.step(a.batch)
             mx.nd.waitall()
             times.append(time.perf_counter() - t)
-        print(json.dumps({"times": times, "loss": float(loss.mean().asscalar())}), flush=True)
+            cpu.append(time.process_time() - c)
+        print(json.dumps({"times": times, "cpu": cpu, "loss": float(loss.mean().asscalar())}), flush=True)
 
 
 class Worker:
@@ -82,9 +83,11 @@ class Worker:
         raise RuntimeError(f"{self.arm} worker died (exit {self.proc.wait()})")
 
     def run(self, steps):
+        """(wall seconds per step, CPU seconds per step of the whole process)."""
         self.proc.stdin.write(f"run {steps}\n")
         self.proc.stdin.flush()
-        return self._answer()["times"]
+        answer = self._answer()
+        return answer["times"], answer["cpu"]
 
     def close(self):
         if self.proc.poll() is None:
@@ -115,8 +118,9 @@ def measure(model, a, env):
         for r in range(a.rounds):
             order = a.arms[r % len(a.arms):] + a.arms[:r % len(a.arms)]
             rounds.append({arm: workers[arm].run(a.steps) for arm in order})
-            print(f"  round {r + 1}: " + ", ".join(f"{arm} {statistics.median(t):.2f} s" for arm, t in
-                                                    rounds[-1].items()), flush=True)
+            print(f"  round {r + 1}: " + ", ".join(f"{arm} {statistics.median(t[0]):.2f} s wall "
+                                                    f"{statistics.median(t[1]):.2f} s CPU"
+                                                    for arm, t in rounds[-1].items()), flush=True)
         status = workers["native"].hello.get("status") if "native" in workers else None
     finally:
         for w in workers.values():
@@ -125,23 +129,26 @@ def measure(model, a, env):
 
 
 def report(model, a, rounds, status, load):
-    med = {arm: statistics.median(t for r in rounds for t in r[arm]) for arm in a.arms}
+    med = {arm: statistics.median(t for r in rounds for t in r[arm][0]) for arm in a.arms}
+    cpu = {arm: statistics.median(t for r in rounds for t in r[arm][1]) for arm in a.arms}
     lines = [f"### {model}, fp32, batch {a.batch}, {a.size}×{a.size}, OMP_NUM_THREADS={a.threads}", "",
              f"{a.rounds} rounds × {a.steps} steps per arm after {a.warmup} warm-up steps; load average "
              f"{load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end; native: "
              f"{status['backend'] if status else '-'} ({status['isa'] if status else '-'})", "",
-             "| arm | median s/step | img/s |", "|---|---|---|"]
+             "| arm | median s/step (wall) | img/s | median CPU s/step (all threads) |", "|---|---|---|---|"]
     names = {"native": "gluonface, native BN+PReLU and PReLU", "native_prelu": "gluonface, native PReLU only",
              "mxnet": "gluonface, MXNet formulation", "torch": "PyTorch"}
     for arm in a.arms:
-        lines.append(f"| {names[arm]} | {med[arm]:.3f} | {a.batch / med[arm]:.2f} |")
-    lines += ["", "| ratio (speed, per round) | median | min | max |", "|---|---|---|---|"]
+        lines.append(f"| {names[arm]} | {med[arm]:.3f} | {a.batch / med[arm]:.2f} | {cpu[arm]:.2f} |")
+    lines += ["", "| ratio (speed = inverse time, per round) | wall median | wall min | wall max | CPU-time median |",
+              "|---|---|---|---|---|"]
     for num, den in (("native", "torch"), ("native_prelu", "torch"), ("mxnet", "torch"), ("native", "mxnet"),
                      ("native", "native_prelu")):
         if num in med and den in med:
-            per = sorted(statistics.median(r[den]) / statistics.median(r[num]) for r in rounds)
+            per = sorted(statistics.median(r[den][0]) / statistics.median(r[num][0]) for r in rounds)
+            per_cpu = sorted(statistics.median(r[den][1]) / statistics.median(r[num][1]) for r in rounds)
             lines.append(f"| {names[num]} / {names[den]} | {statistics.median(per):.2f}× | {per[0]:.2f}× | "
-                         f"{per[-1]:.2f}× |")
+                         f"{per[-1]:.2f}× | {statistics.median(per_cpu):.2f}× |")
     return lines
 
 

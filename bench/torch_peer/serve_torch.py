@@ -36,15 +36,16 @@ def main():
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
             break
-        times, loss = [], None
+        times, cpu, loss = [], [], None
         for _ in range(int(cmd[1])):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             loss = arcface(net(x), weight, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             times.append(time.perf_counter() - t)
-        print(json.dumps({"times": times, "loss": float(loss)}), flush=True)
+            cpu.append(time.process_time() - c)
+        print(json.dumps({"times": times, "cpu": cpu, "loss": float(loss.detach())}), flush=True)
 
 
 if __name__ == "__main__":
