@@ -24,7 +24,9 @@ from gluonface.ops.tracing import traced_for_execution
 
 def use_native_bn_prelu(F, bn, act):
     """Whether BatchNorm ``bn`` followed by ChannelPReLU ``act`` can run as the native op in this trace."""
-    if act is None or not native_active("bn_prelu") or not traced_for_execution(F):
+    if not isinstance(bn, nn.BatchNorm) or not hasattr(act, "alpha"):  # act: a ChannelPReLU
+        return False
+    if not native_active("bn_prelu") or not traced_for_execution(F):
         return False
     from mxnet.contrib.amp import amp
     if getattr(amp, "_amp_initialized", False):
