@@ -12,9 +12,45 @@ HOROVOD_FLAGS := HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install ops test test-fast demo bench clean
 
-install: $(STAMP)
+install: $(STAMP) ops
+
+# gluonface's native operators (gluonface/ops/csrc), compiled with the system C++ compiler against the
+# extension API headers shipped in the installed mxnet wheel. One object per instruction set: the generic one
+# has no -m flags, so the library loads on any x86-64 CPU and picks AVX2/AVX-512 at run time.
+OPS_SRC := gluonface/ops/csrc
+OPS_LIB := gluonface/ops/libgluonface_ops.so
+OPS_OBJ := build/ops
+CXX ?= g++
+OPS_CXXFLAGS := -O3 -std=c++17 -fPIC -fopenmp -Wall -Wno-maybe-uninitialized
+OPS_ISA_FLAGS_generic :=
+OPS_ISA_FLAGS_avx2 := -mavx2 -mfma
+OPS_ISA_FLAGS_avx512 := -mavx512f
+
+ops: $(OPS_LIB)
+
+$(OPS_OBJ)/mxnet_include: $(STAMP)
+	@mkdir -p $(OPS_OBJ)
+	$(VPY) -c "import mxnet, os; print(os.path.dirname(mxnet.__file__))" > $@
+
+$(OPS_OBJ)/lib_api.o: $(OPS_OBJ)/mxnet_include
+	$(CXX) $(OPS_CXXFLAGS) -I$$(cat $<)/include -c $$(cat $<)/src/lib_api.cc -o $@
+
+$(OPS_OBJ)/op_%.o: $(OPS_SRC)/op_%.cc $(OPS_SRC)/op_common.h $(OPS_SRC)/kernels.h $(OPS_OBJ)/mxnet_include
+	$(CXX) $(OPS_CXXFLAGS) -I$$(cat $(OPS_OBJ)/mxnet_include)/include -c $< -o $@
+
+$(OPS_OBJ)/isa.o: $(OPS_SRC)/isa.cc $(OPS_SRC)/op_common.h $(OPS_SRC)/kernels.h $(OPS_OBJ)/mxnet_include
+	$(CXX) $(OPS_CXXFLAGS) -I$$(cat $(OPS_OBJ)/mxnet_include)/include -c $< -o $@
+
+$(OPS_OBJ)/kernels_%.o: $(OPS_SRC)/kernels_%.cc $(OPS_SRC)/kernels.h $(OPS_SRC)/planes.h $(OPS_SRC)/bn_prelu.h
+	@mkdir -p $(OPS_OBJ)
+	$(CXX) $(OPS_CXXFLAGS) $(OPS_ISA_FLAGS_$*) -c $< -o $@
+
+$(OPS_LIB): $(OPS_OBJ)/lib_api.o $(OPS_OBJ)/isa.o $(OPS_OBJ)/op_prelu.o $(OPS_OBJ)/op_bn_prelu.o \
+		$(OPS_OBJ)/kernels_generic.o $(OPS_OBJ)/kernels_avx2.o $(OPS_OBJ)/kernels_avx512.o
+	$(CXX) -shared -fopenmp $^ -o $@.tmp && mv $@.tmp $@  # rename: running processes keep the old file
+	$(VPY) -c "import gluonface.ops as o; s = o.status(); print('gluonface native ops:', s['backend'], s['isa'] or s['reason'])"
 
 $(STAMP): requirements.txt setup.py Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -52,4 +88,4 @@ bench: install
 	$(VPY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info $(OPS_LIB)
