@@ -19,6 +19,10 @@ install: $(STAMP) ops
 # gluonface's native operators (gluonface/ops/csrc), compiled with the system C++ compiler against the
 # extension API headers shipped in the installed mxnet wheel. One object per instruction set: the generic one
 # has no -m flags, so the library loads on any x86-64 CPU and picks AVX2/AVX-512 at run time.
+# -Bsymbolic: the library's calls into its own copy of MXNet's extension API (lib_api.cc) must bind to that
+# copy. libmxnet.so exports the same mxnet::ext symbols, and once Horovod loads its MXNet plugin with
+# RTLD_GLOBAL they come first in the global scope: registration then wrote into libmxnet's registry and
+# crashed (SIGFPE in CustomOp::setBackward) in every process that had imported horovod.mxnet first.
 OPS_SRC := gluonface/ops/csrc
 OPS_LIB := gluonface/ops/libgluonface_ops.so
 OPS_OBJ := build/ops
@@ -49,7 +53,7 @@ $(OPS_OBJ)/kernels_%.o: $(OPS_SRC)/kernels_%.cc $(OPS_SRC)/kernels.h $(OPS_SRC)/
 
 $(OPS_LIB): $(OPS_OBJ)/lib_api.o $(OPS_OBJ)/isa.o $(OPS_OBJ)/op_prelu.o $(OPS_OBJ)/op_bn_prelu.o \
 		$(OPS_OBJ)/kernels_generic.o $(OPS_OBJ)/kernels_avx2.o $(OPS_OBJ)/kernels_avx512.o
-	$(CXX) -shared -fopenmp $^ -o $@.tmp && mv $@.tmp $@  # rename: running processes keep the old file
+	$(CXX) -shared -fopenmp -Wl,-Bsymbolic $^ -o $@.tmp && mv $@.tmp $@  # rename: running processes keep the old file
 	$(VPY) -c "import gluonface.ops as o; s = o.status(); print('gluonface native ops:', s['backend'], s['isa'] or s['reason'])"
 
 $(STAMP): requirements.txt setup.py Makefile

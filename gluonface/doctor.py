@@ -72,6 +72,11 @@ def _path_facts(backbones):
         # bf16 / INT8 kernels that do not exist on this CPU turn the path off; a wrong result is a failure.
         missing = not ok and "do not run" in detail
         paths[name] = {"status": "ok" if ok else ("off" if missing else "fail"), "detail": detail}
+    try:
+        status, detail = machine.native_ops_check()
+    except Exception as exc:
+        status, detail = "fail", f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    paths["native ops"] = {"status": status, "detail": detail}
     paths["bf16 train"] = {"status": "off", "detail": "refused by design: " + BF16_TRAINING_REFUSED.split(": ", 1)[1]
                            .split(". fix:")[0]}
     if backbones:
@@ -174,6 +179,8 @@ _PATH_FIXES = {
     "bf16 infer": "keep float32 inference on this CPU (bfloat16 kernels need AVX-512)",
     "INT8 infer": "deploy the float32 model on this CPU (INT8 needs the oneDNN CPU wheel)",
     "bf16 train": "train in float32 (train.amp=off or auto), or float16 on a GPU",
+    "native ops": "run `make install` (builds gluonface/ops/libgluonface_ops.so with g++ and OpenMP); the "
+                  "MXNet formulation is used meanwhile, same results, slower",
 }
 
 

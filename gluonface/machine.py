@@ -136,3 +136,28 @@ def backbone_checks(names, timeout=900):
                    (said or [f"exit {proc.returncode}"])[-1][:160])
             results[todo.pop(0)] = (False, f"crashed: {how}")
     return results
+
+
+def native_ops_check():
+    """(status, detail): which kernels gluonface's own ops run (``gluonface.ops``), checked on a PReLU.
+
+    status: 'ok' (native library active and its PReLU equals the formula), 'warn' (not built or failed to
+    load: the MXNet formulation runs), 'off' (switched off), 'fail' (active but wrong numbers).
+    """
+    import mxnet as mx
+    from gluonface.models.layers import ChannelPReLU
+    from gluonface.ops.library import status
+    info = status()
+    if info["backend"] != "native":
+        switched = info["reason"].startswith("switched off")
+        return ("off" if switched else "warn"), f"MXNet formulation runs: {info['reason']}"
+    act = ChannelPReLU(8)
+    act.initialize()
+    act.alpha.set_data(mx.nd.full((8, 1, 1, 1), 0.25))
+    act.hybridize()
+    x = np.random.default_rng(0).normal(size=(2, 8, 5, 7)).astype(np.float32)
+    got = act(mx.nd.array(x)).asnumpy()
+    want = np.maximum(x, 0) + 0.25 * np.minimum(x, 0)
+    ok = bool(np.abs(got - want).max() <= 1e-6 * np.abs(want).max())
+    return ("ok" if ok else "fail"), f"native kernels ({info['isa']} path) from {info['path']}" + \
+        ("" if ok else f"; PReLU differs from the formula by {np.abs(got - want).max():.2e}")
