@@ -51,4 +51,4 @@ class FaultSwitch:
         if self.kind == "hang":
             while True:
                 time.sleep(3600)
-        raise InjectedFault(f"injected test fault at step {step} on rank {rank} ({ENV})")
+        raise InjectedFault(f"injected test fault at step {step} on rank {rank} at {time.time():.3f} ({ENV})")

@@ -19,8 +19,9 @@ if __name__ == "__main__":
                  "'scheduler' processes started by `gluonface launch`")
     del os.environ["DMLC_ROLE"]             # import MXNet (and what imports it) without starting the loop
     import mxnet  # noqa: F401
-    import gluoncv  # noqa: F401  (LR schedulers pickled inside optimizers)
-    import gluonface.engine  # noqa: F401
+    if role == "server":                    # the scheduler never sees an optimizer
+        import gluoncv  # noqa: F401  (LR schedulers pickled inside optimizers)
+        import gluonface.engine  # noqa: F401
     os.environ["DMLC_ROLE"] = role
     from gluonface.dist.heartbeat import start_heartbeat
     start_heartbeat().phase("serving", now=True)   # liveness (no steps here) and the dead-man switch

@@ -17,7 +17,7 @@ The stall timeout is ``--stall-timeout`` when given, else derived from the measu
 ``STEP_FACTOR`` × the longest recent gap between two observed steps, at least ``FLOOR`` seconds.
 
 In a stream shared by several workers (horovodrun in elastic mode), a worker that went quiet while
-the others made progress without it has left the job (Horovod re-formed the ring); it is forgotten.
+the others kept taking steps without it has left the job (Horovod re-formed the ring); it is forgotten.
 """
 import collections
 import threading
@@ -53,7 +53,7 @@ class _Source:
     def __init__(self, proc, role, host, record, now):
         self.proc, self.role, self.host = proc, role, host
         self.pid = record.get("pid")
-        self.first_seen = self.last_seen = self.last_progress = self.phase_since = now
+        self.first_seen = self.last_seen = self.last_progress = self.last_step_at = self.phase_since = now
         self.step, self.phase, self.rank, self.record_host = None, "startup", None, None
         self.gaps = collections.deque(maxlen=GAPS_KEPT)
         self.error = None
@@ -103,7 +103,7 @@ class Liveness:
             if step is not None and (src.step is None or step > src.step):
                 if src.step is not None and phase in ("warmup", "train"):
                     src.gaps.append(now - src.last_progress)
-                src.step, src.last_progress = step, now
+                src.step, src.last_progress, src.last_step_at = step, now, now
             if phase == "failed":
                 src.error = record.get("error")
 
@@ -155,10 +155,8 @@ class Liveness:
                 verdict = self._judge(src, now, timeout)
                 if verdict is None:
                     continue
-                shared = src.proc in self._shared
-                if shared and any(o.proc == src.proc and o is not src and o.last_progress > src.last_seen
-                                  for o in live):
-                    del self._sources[(src.proc, src.pid)]     # the others went on without it: it left
+                if self._left(src, live):
+                    del self._sources[(src.proc, src.pid)]
                     continue
                 stalled.append((src, verdict))
             if not stalled:
@@ -168,6 +166,14 @@ class Liveness:
             src, (silent, seconds, allowed) = stalled[0]
             return Stall(src.proc, src.who(src.proc in self._shared),
                          self._describe(src, silent, seconds, allowed, timeout, live), silent)
+
+    def _left(self, src, live):
+        """In a shared stream: the others took steps well after ``src`` went quiet, so the job goes on
+        without it (Horovod dropped it). A stopped peer blocks them: at most a step slips through."""
+        if src.proc not in self._shared:
+            return False
+        return any(o.proc == src.proc and o is not src and o.last_step_at > src.last_seen + 2 * self.interval
+                   for o in live)
 
     def _describe(self, src, silent, seconds, allowed, timeout, live):
         at = f"step {src.step}" if src.step is not None else "before its first step"

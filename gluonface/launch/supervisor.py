@@ -49,8 +49,25 @@ class _Proc:
     def __init__(self, spec, popen, log_path, echo, liveness):
         self.spec, self.popen, self.log_path, self.liveness = spec, popen, log_path, liveness
         self.tail = collections.deque(maxlen=TAIL_LINES)
+        self.exited_at = None   # when it ended: the first of several failures is the one to blame
+        self.last_line_at = time.monotonic()
         self.reader = threading.Thread(target=self._pump, args=(echo,), daemon=True)
         self.reader.start()
+        threading.Thread(target=self._wait, daemon=True).start()
+
+    def _wait(self):
+        self.popen.wait()
+        self.exited_at = time.monotonic()
+
+    def settle(self, quiet=0.3, cap=2.0):
+        """Let the last lines of an ended process arrive: until its output has been quiet for ``quiet``
+        seconds (children such as data-loader workers may hold the pipe open, so EOF may never come)."""
+        deadline = time.monotonic() + cap
+        ended = self.exited_at or time.monotonic()
+        while self.reader.is_alive() and time.monotonic() < deadline:
+            if time.monotonic() - max(self.last_line_at, ended) > quiet:
+                return
+            time.sleep(0.05)
 
     def _pump(self, echo):
         with open(self.log_path, "ab") as log:
@@ -63,6 +80,7 @@ class _Proc:
                         if _PREFIX_ONLY.match(text):
                             continue
                         line = (text + "\n").encode()
+                self.last_line_at = time.monotonic()
                 log.write(line)
                 log.flush()
                 text = line.decode("utf-8", "replace").rstrip("\n")
@@ -149,11 +167,11 @@ def _watch(procs, timeout, finish_grace, poll, liveness):
     main = [p for p in procs if p.spec.role in ("worker", "launcher")]
     workers_done_at = None
     while True:
-        for p in procs:
-            code = p.popen.poll()
-            if code not in (None, 0):
-                p.reader.join(timeout=2)   # let the last lines arrive
-                return _failure(p, code, procs, liveness)
+        failed = [p for p in procs if p.popen.poll() not in (None, 0)]
+        if failed:
+            first = min(failed, key=lambda p: p.exited_at or time.monotonic())
+            first.settle()
+            return _failure(first, first.popen.returncode, procs, liveness)
         if workers_done_at is None and all(p.popen.poll() == 0 for p in main):
             workers_done_at = time.monotonic()
         if workers_done_at is not None:
@@ -198,6 +216,9 @@ def _failure(proc, code, procs, liveness):
     running = {p.spec.name for p in procs if p.popen.poll() is None}
     peers = liveness.silent_peers(time.monotonic(), spec.name, running)
     note = f" Possible cause: {'; '.join(peers)}." if peers else ""
+    later = [f"{p.spec.name} ({_describe(p.popen.returncode)})" for p in procs
+             if p is not proc and p.popen.poll() not in (None, 0)]
+    note += f" Failed after it: {', '.join(later)}." if later else ""
     message = (f"process {spec.name} ({_where(proc)}) died: {_describe(code)}"
                f"{f' ({reason})' if reason else ''}; the whole job was stopped.{note} {_last_lines(proc)}")
     return JobResult(code if 0 < code < 125 else 1 if code > 0 else 128 - code, spec.name, message)
