@@ -161,11 +161,20 @@ class Liveness:
                 stalled.append((src, verdict))
             if not stalled:
                 return None
+            # A peer that stopped beating is the likely cause even before its own timeout: the others may
+            # have stopped progressing (waiting for it) a little earlier than its last beat.
+            stalled = [(s, v) for s, v in stalled if not self._quiet(s, now)]
+            stalled += [(s, (True, now - s.last_seen, timeout)) for s in live
+                        if self._quiet(s, now) and not self._left(s, live)]
             # blame the frozen first (longest silent), then the one furthest behind (the others wait for it)
             stalled.sort(key=lambda sv: (not sv[1][0], -sv[1][1] if sv[1][0] else (sv[0].step or -1)))
             src, (silent, seconds, allowed) = stalled[0]
             return Stall(src.proc, src.who(src.proc in self._shared),
                          self._describe(src, silent, seconds, allowed, timeout, live), silent)
+
+    def _quiet(self, src, now):
+        """No beat for three intervals: the process is not running (stopped, frozen, gone)."""
+        return src.phase not in ("done", "failed") and now - src.last_seen > 3 * self.interval
 
     def _left(self, src, live):
         """In a shared stream: the others took steps well after ``src`` went quiet, so the job goes on
