@@ -1,0 +1,115 @@
+"""The fault matrix across hosts: faults whose handling involves more than one host, over the ssh starter.
+
+Two network namespaces are the hosts (``two_hosts``, netns_hosts.py); ``ssh`` on PATH is whatever the
+``ssh_path`` fixture below installs (today the stand-in of tests/distributed/standins/ssh.py, which keeps
+real sshd's teardown semantics: a remote process outlives its killed client). The launcher runs inside the
+first namespace; the victim runs on the second. What is checked beyond the local matrix: the heartbeat of a
+remote process arrives over ssh (a stopped remote worker is a stall), a remote failure's reason is relayed,
+teardown reaches every process on both hosts (found afterwards by the job tag), and when the launcher
+itself is killed the remote processes leave by themselves (the heartbeat's dead-man switch through ssh).
+"""
+import os
+import re
+import signal
+import time
+
+import pytest
+
+import fault_cells as fc
+from gluonface.engine.checkpoint import load_backbone
+from standins import install
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+STALL_TIMEOUT = 8
+CELLS = [("kvstore", "kill-worker"), ("kvstore", "stop-worker"), ("kvstore", "kill-launcher"),
+         ("horovod", "raise"), ("horovod", "kill-loader"), ("elastic", "kill-worker")]
+
+
+@pytest.fixture
+def ssh_path(tmp_path):
+    """PATH with an ``ssh`` that reaches the namespaces (swap this fixture for a real sshd)."""
+    bin_dir = install(tmp_path / "bin", ["ssh"])
+    return bin_dir + os.pathsep + os.environ["PATH"]
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    return fc.write_rec(tmp_path_factory.mktemp("faulthostdata") / "train")
+
+
+def _remote_worker(tag, engine, host):
+    for pid, info in fc.workers(tag).items():
+        env = info["env"]
+        if env.get("HOROVOD_HOSTNAME") == host if engine == "elastic" else \
+                env.get("GLUONFACE_WORKER_INDEX", env.get("HOROVOD_RANK")) == "1":
+            return pid
+    return None
+
+
+@pytest.mark.parametrize("engine,fault", CELLS, ids=[f"{e}-{f}" for e, f in CELLS])
+def test_fault_across_hosts(tmp_path, two_hosts, ssh_path, rec, engine, fault):
+    names, _, hostfile = two_hosts
+    cfg = fc.write_config(tmp_path / "cfg.yaml", rec)
+    run_dir, logs = str(tmp_path / "run"), tmp_path / "logs"
+    extra = ["--hosts", str(hostfile), "--interface", "gfnet0"]
+    if fault == "stop-worker":
+        extra += ["--stall-timeout", str(STALL_TIMEOUT)]
+    if engine == "elastic":
+        extra += ["--set", "train.max_steps=16"]
+    env = dict(os.environ, PATH=ssh_path)
+    if fault == "raise":
+        env["GLUONFACE_TEST_FAULT"] = "raise,step=5,rank=1"
+    argv = ["ip", "netns", "exec", names[0]] + fc.launcher_argv(cfg, engine, run_dir, logs, *extra)
+    job = fc.Job(argv, logs=logs, run_dir=run_dir, env=env, cwd=str(tmp_path))
+    try:
+        job.wait_for_checkpoint()
+        tag = job.tag
+        victim = job.wait_for(lambda: _remote_worker(tag, engine, names[1]), 30, "the remote worker")
+        assert fc.tagged(tag)[victim]["env"].get("SSH_CONNECTION"), "the victim did not come over ssh"
+        t_fault = time.time()
+        if fault == "kill-worker":
+            os.kill(victim, signal.SIGKILL)
+        elif fault == "stop-worker":
+            os.kill(victim, signal.SIGSTOP)
+        elif fault == "kill-loader":
+            os.kill(job.wait_for(lambda: fc.children(victim), 30, "a loader child")[0], signal.SIGKILL)
+        elif fault == "kill-launcher":
+            os.kill(job.proc.pid, signal.SIGKILL)
+        bound = 60 + (STALL_TIMEOUT if fault == "stop-worker" else 0)
+        code = job.finish(timeout=bound + 60)
+        t_end, out = time.time(), job.output()
+        if fault == "raise":
+            found = re.search(r"injected test fault at step 5 on rank 1 at ([0-9.]+)", out)
+            assert found, out[-4000:]
+            t_fault = float(found.group(1))
+        left = fc.leftovers(tag, wait=60 if fault == "kill-launcher" else 2)
+        seconds = (time.time() if fault == "kill-launcher" else t_end) - t_fault
+        fc.report(f"{engine} / {fault}", host="2 hosts (ssh)", exit=code, seconds=round(seconds, 1),
+                  outcome="continued" if engine == "elastic" else "ended")
+        assert left == {}, left
+        _check(engine, fault, code, out, names)
+        assert seconds <= bound, f"{seconds:.1f} s from the fault to the end"
+        net, info = load_backbone(run_dir, "latest")
+        assert info["step"] >= fc.CHECKPOINT_EVERY
+    finally:
+        job.kill()
+
+
+def _check(engine, fault, code, out, names):
+    remote = rf"\(worker on {names[1]}, pid \d+\)"
+    if fault == "kill-worker" and engine == "elastic":
+        assert code == 0, out[-4000:]
+    elif fault == "kill-worker":
+        # ssh reports a remote death by a signal as its own exit status 255 (the launcher exits 1 for it)
+        assert code == 1 and re.search(rf"process worker-1 {remote} died: exit code 255", out), out[-4000:]
+    elif fault == "stop-worker":
+        assert code == 124 and re.search(rf"process worker-1 {remote} stalled: no heartbeat", out), out[-4000:]
+    elif fault == "kill-launcher":
+        assert code == -signal.SIGKILL
+    elif fault == "raise":
+        assert code == 1 and re.search(rf"process worker-1 {remote} died: exit code 1 \(InjectedFault: ", out), \
+            out[-4000:]
+    elif fault == "kill-loader":
+        assert code == 1 and re.search(rf"process worker-1 {remote} died: exit code 1 \(RuntimeError: 1 loader "
+                                       r"worker\(s\) died", out), out[-4000:]
