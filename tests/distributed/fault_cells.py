@@ -231,3 +231,43 @@ def launcher_argv(cfg, engine, run_dir, logs, *extra, python=sys.executable):
         worker = [python, ASYNC_WORKER, cfg] + [w for item in sets for w in ("--set", item)]
         argv += ["--exec", " ".join(shlex.quote(w) for w in worker)]
     return argv
+
+
+PARALLEL = int(os.environ.get("GLUONFACE_FAULT_PARALLEL", "2"))   # cells run at a time (1 for clean timings)
+
+
+class Batches:
+    """Runs the selected cells of a parametrized test in groups, ``PARALLEL`` at a time, on first use.
+
+    Most of a cell is waiting (for start-up on a busy machine, for a stall timeout, for teardown), so two
+    jobs at a time roughly halve the matrix's wall time. ``run(cell)`` returns the cell's evidence; the
+    test then asserts on it. A group (e.g. one engine) is one batch, which keeps each batch well inside
+    pytest's per-test timeout (it runs in the setup of the group's first test).
+
+    Args:
+        request: the requesting fixture's ``request`` (module scope).
+        test_name: the parametrized test whose selected items form the cells.
+        cell_of: ``callspec.params -> cell`` (hashable). group_of: ``cell -> group``.
+        run: ``cell -> evidence``. cost: ``cell -> seconds`` estimate (longest first).
+    """
+
+    def __init__(self, request, test_name, cell_of, group_of, run, cost=lambda cell: 0):
+        items = [i for i in request.session.items
+                 if getattr(i, "originalname", None) == test_name and i.module is request.module]
+        self.cells = [cell_of(i.callspec.params) for i in items]
+        self.group_of, self.run, self.cost = group_of, run, cost
+        self.results = {}
+
+    def result(self, cell):
+        if cell not in self.results:
+            group = [c for c in self.cells if self.group_of(c) == self.group_of(cell) and c not in self.results]
+            group = sorted(set(group) | {cell}, key=self.cost, reverse=True)
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=max(1, PARALLEL)) as pool:
+                futures = {c: pool.submit(self.run, c) for c in group}
+            for c, future in futures.items():
+                self.results[c] = future.exception() or future.result()
+        outcome = self.results[cell]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome

@@ -1,8 +1,9 @@
 """The fault matrix across hosts: faults whose handling involves more than one host, over the ssh starter.
 
-Two network namespaces are the hosts (``two_hosts``, netns_hosts.py); ``ssh`` on PATH is whatever the
-``ssh_path`` fixture below installs (today the stand-in of tests/distributed/standins/ssh.py, which keeps
-real sshd's teardown semantics: a remote process outlives its killed client). The launcher runs inside the
+Two network namespaces per cell are the hosts (netns_hosts.py); ``ssh`` on PATH is whatever the ``matrix``
+fixture below installs (today the stand-in of tests/distributed/standins/ssh.py, which keeps real sshd's
+teardown semantics: a remote process outlives its killed client). Cells run two at a time
+(``fault_cells.Batches``), each with its own pair of namespaces. The launcher runs inside the
 first namespace; the victim runs on the second. What is checked beyond the local matrix: the heartbeat of a
 remote process arrives over ssh (a stopped remote worker is a stall), a remote failure's reason is relayed,
 teardown reaches every process on both hosts (found afterwards by the job tag), and when the launcher
@@ -17,6 +18,7 @@ import pytest
 
 import fault_cells as fc
 from gluonface.engine.checkpoint import load_backbone
+from netns_hosts import linked_namespaces
 from standins import install
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -24,13 +26,6 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STALL_TIMEOUT = 8
 CELLS = [("kvstore", "kill-worker"), ("kvstore", "stop-worker"), ("kvstore", "kill-launcher"),
          ("horovod", "raise"), ("horovod", "kill-loader"), ("elastic", "kill-worker")]
-
-
-@pytest.fixture
-def ssh_path(tmp_path):
-    """PATH with an ``ssh`` that reaches the namespaces (swap this fixture for a real sshd)."""
-    bin_dir = install(tmp_path / "bin", ["ssh"])
-    return bin_dir + os.pathsep + os.environ["PATH"]
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +42,21 @@ def _remote_worker(tag, engine, host):
     return None
 
 
-@pytest.mark.parametrize("engine,fault", CELLS, ids=[f"{e}-{f}" for e, f in CELLS])
-def test_fault_across_hosts(tmp_path, two_hosts, ssh_path, rec, engine, fault):
-    names, _, hostfile = two_hosts
-    cfg = fc.write_config(tmp_path / "cfg.yaml", rec)
-    run_dir, logs = str(tmp_path / "run"), tmp_path / "logs"
+def run_cell(cell, rec, root, ssh_path, index):
+    """Two fresh hosts, one job, one fault on the second host; returns the evidence ``test_fault_across_hosts``
+    asserts on."""
+    engine, fault = cell
+    tag = f"{os.getpid() % 10000}{index:02d}"
+    names = [f"gf{tag}n1", f"gf{tag}n2"]
+    with linked_namespaces(names, tag) as addrs:
+        hostfile = root / "hosts"
+        hostfile.write_text(f"{names[0]} slots=1 addr={addrs[0]}\n{names[1]} slots=1 addr={addrs[1]}\n")
+        return _run(engine, fault, rec, root, ssh_path, names, hostfile)
+
+
+def _run(engine, fault, rec, root, ssh_path, names, hostfile):
+    cfg = fc.write_config(root / "cfg.yaml", rec)
+    run_dir, logs = str(root / "run"), root / "logs"
     extra = ["--hosts", str(hostfile), "--interface", "gfnet0"]
     if fault == "stop-worker":
         extra += ["--stall-timeout", str(STALL_TIMEOUT)]
@@ -61,12 +66,13 @@ def test_fault_across_hosts(tmp_path, two_hosts, ssh_path, rec, engine, fault):
     if fault == "raise":
         env["GLUONFACE_TEST_FAULT"] = "raise,step=5,rank=1"
     argv = ["ip", "netns", "exec", names[0]] + fc.launcher_argv(cfg, engine, run_dir, logs, *extra)
-    job = fc.Job(argv, logs=logs, run_dir=run_dir, env=env, cwd=str(tmp_path))
+    job = fc.Job(argv, logs=logs, run_dir=run_dir, env=env, cwd=str(root))
+    ev = {"names": names, "bound": 60 + (STALL_TIMEOUT if fault == "stop-worker" else 0)}
     try:
         job.wait_for_checkpoint()
         tag = job.tag
         victim = job.wait_for(lambda: _remote_worker(tag, engine, names[1]), 30, "the remote worker")
-        assert fc.tagged(tag)[victim]["env"].get("SSH_CONNECTION"), "the victim did not come over ssh"
+        ev["over_ssh"] = bool(fc.tagged(tag)[victim]["env"].get("SSH_CONNECTION"))
         t_fault = time.time()
         if fault == "kill-worker":
             os.kill(victim, signal.SIGKILL)
@@ -76,24 +82,44 @@ def test_fault_across_hosts(tmp_path, two_hosts, ssh_path, rec, engine, fault):
             os.kill(job.wait_for(lambda: fc.children(victim), 30, "a loader child")[0], signal.SIGKILL)
         elif fault == "kill-launcher":
             os.kill(job.proc.pid, signal.SIGKILL)
-        bound = 60 + (STALL_TIMEOUT if fault == "stop-worker" else 0)
-        code = job.finish(timeout=bound + 60)
-        t_end, out = time.time(), job.output()
+        ev["code"] = job.finish(timeout=ev["bound"] + 60)
+        t_end, ev["out"] = time.time(), job.output()
         if fault == "raise":
-            found = re.search(r"injected test fault at step 5 on rank 1 at ([0-9.]+)", out)
-            assert found, out[-4000:]
+            found = re.search(r"injected test fault at step 5 on rank 1 at ([0-9.]+)", ev["out"])
+            assert found, ev["out"][-4000:]
             t_fault = float(found.group(1))
-        left = fc.leftovers(tag, wait=60 if fault == "kill-launcher" else 2)
-        seconds = (time.time() if fault == "kill-launcher" else t_end) - t_fault
-        fc.report(f"{engine} / {fault}", host="2 hosts (ssh)", exit=code, seconds=round(seconds, 1),
+        ev["left"] = fc.leftovers(tag, wait=60 if fault == "kill-launcher" else 2)
+        ev["seconds"] = (time.time() if fault == "kill-launcher" else t_end) - t_fault
+        fc.report(f"{engine} / {fault}", host="2 hosts (ssh)", exit=ev["code"], seconds=round(ev["seconds"], 1),
                   outcome="continued" if engine == "elastic" else "ended")
-        assert left == {}, left
-        _check(engine, fault, code, out, names)
-        assert seconds <= bound, f"{seconds:.1f} s from the fault to the end"
-        net, info = load_backbone(run_dir, "latest")
-        assert info["step"] >= fc.CHECKPOINT_EVERY
+        try:
+            ev["loaded_step"] = load_backbone(run_dir, "latest")[1]["step"]
+        except Exception as exc:   # asserted in the test
+            ev["loaded_step"] = exc
+        return ev
     finally:
         job.kill()
+
+
+@pytest.fixture(scope="module")
+def matrix(request, rec, tmp_path_factory):
+    bin_dir = install(tmp_path_factory.mktemp("sshbin"), ["ssh"])
+    ssh_path = bin_dir + os.pathsep + os.environ["PATH"]   # swap this for a real sshd's client setup
+    def run(cell):
+        return run_cell(cell, rec, tmp_path_factory.mktemp(f"{cell[0]}-{cell[1]}"), ssh_path, CELLS.index(cell))
+    return fc.Batches(request, "test_fault_across_hosts", lambda p: (p["engine"], p["fault"]), lambda cell: "all",
+                      run, lambda cell: STALL_TIMEOUT if cell[1] == "stop-worker" else 0)
+
+
+@pytest.mark.parametrize("engine,fault", CELLS, ids=[f"{e}-{f}" for e, f in CELLS])
+def test_fault_across_hosts(matrix, engine, fault):
+    ev = matrix.result((engine, fault))
+    assert ev["over_ssh"], "the victim did not come over ssh"
+    assert ev["left"] == {}, ev["left"]
+    _check(engine, fault, ev["code"], ev["out"], ev["names"])
+    assert ev["seconds"] <= ev["bound"], f"{ev['seconds']:.1f} s from the fault to the end"
+    assert not isinstance(ev["loaded_step"], Exception), ev["loaded_step"]
+    assert ev["loaded_step"] >= fc.CHECKPOINT_EVERY
 
 
 def _check(engine, fault, code, out, names):
