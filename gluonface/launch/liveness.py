@@ -120,6 +120,15 @@ class Liveness:
         gaps = [g for s in self._sources.values() for g in s.gaps]
         return max(FLOOR, STEP_FACTOR * max(gaps, default=0.0), 4 * self.interval)
 
+    def finished_since(self, running):
+        """When the last training source reported ``done``, if every one of them has (servers aside); else
+        None. A process still running long after that hangs in MXNet's or Horovod's shutdown."""
+        with self._lock:
+            workers = [s for s in self._sources.values() if s.phase != "serving"]
+            if not workers or any(s.phase != "done" and s.proc in running for s in workers):
+                return None
+            return max(s.phase_since for s in workers)
+
     def _pause_allowance(self, kind, timeout):
         longest = self._longest_pause.get(kind)
         return max(timeout, self.startup_grace if longest is None else PAUSE_FACTOR * longest)

@@ -181,7 +181,12 @@ def _watch(procs, timeout, finish_grace, poll, liveness):
                 left = [p.spec.name for p in procs if p.popen.poll() is None]
                 return JobResult(0, None, f"workers finished; stopped {', '.join(left)} which did not exit")
         else:
-            stall = liveness.check(time.monotonic(), {p.spec.name for p in procs if p.popen.poll() is None})
+            running = {p.spec.name for p in procs if p.popen.poll() is None}
+            finished = liveness.finished_since(running)
+            if finished is not None and time.monotonic() - finished > finish_grace:
+                return JobResult(0, None, f"every worker finished training; stopped {', '.join(sorted(running))} "
+                                          f"which did not exit {finish_grace:g} s later (a hang in shutdown)")
+            stall = liveness.check(time.monotonic(), running)
             if stall is not None:
                 return _stalled(stall, procs)
         if timeout is not None and time.monotonic() - start > timeout:

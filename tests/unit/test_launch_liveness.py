@@ -118,3 +118,13 @@ def test_failed_heartbeat_carries_the_error():
     live.observe("worker-1", "worker", "h2", {"pid": 5, "phase": "failed", "error": "RuntimeError: boom"}, 1.0)
     assert live.error_of("worker-1") == "RuntimeError: boom"
     assert live.error_of("worker-0") is None
+
+
+def test_finished_only_when_every_worker_is_done():
+    live = Liveness()
+    live.observe("server-0", "server", "h1", {"pid": 9, "phase": "serving"}, 0.0)
+    beat(live, "worker-0", 1.0, step=8, phase="done", pid=1)
+    beat(live, "worker-1", 1.0, step=7, phase="train", pid=2)
+    assert live.finished_since({"server-0", "worker-0", "worker-1"}) is None
+    beat(live, "worker-1", 3.0, step=8, phase="done", pid=2)
+    assert live.finished_since({"server-0", "worker-1"}) == 3.0
