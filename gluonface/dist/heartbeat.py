@@ -140,7 +140,7 @@ class Heartbeat:
 
     def failed(self, error):
         """The process is about to exit because of ``error`` (one line): tell the launcher why."""
-        self._set(phase="failed", error=str(error)[:500])
+        self._set(phase="failed", error=str(error)[:2000])   # one line stays below PIPE_BUF
         self.beat()
 
     def close(self, phase="done"):

@@ -120,6 +120,20 @@ class Liveness:
         gaps = [g for s in self._sources.values() for g in s.gaps]
         return max(FLOOR, STEP_FACTOR * max(gaps, default=0.0), 4 * self.interval)
 
+    def workers_of(self, proc, now):
+        """One line per worker seen in a shared stream (horovodrun): how it ended or when it last beat."""
+        with self._lock:
+            if proc not in self._shared:
+                return []
+            out = []
+            for s in self._sources.values():
+                if s.proc != proc:
+                    continue
+                state = f"failed: {s.error}" if s.error else \
+                    f"last heartbeat {now - s.last_seen:.0f} s ago at step {s.step} ({s.phase})"
+                out.append(f"{s.who(True)} {state}")
+            return out
+
     def finished_since(self, running):
         """When the last training source reported ``done``, if every one of them has (servers aside); else
         None. A process still running long after that hangs in MXNet's or Horovod's shutdown."""

@@ -217,10 +217,13 @@ def error_from_output(lines):
 
 def _failure(proc, code, procs, liveness):
     spec = proc.spec
-    reason = liveness.error_of(spec.name) or error_from_output(proc.tail)
+    now = time.monotonic()
+    workers = liveness.workers_of(spec.name, now)   # horovodrun: its workers' own ends say more
+    reason = (None if workers else liveness.error_of(spec.name)) or error_from_output(proc.tail)
     running = {p.spec.name for p in procs if p.popen.poll() is None}
-    peers = liveness.silent_peers(time.monotonic(), spec.name, running)
-    note = f" Possible cause: {'; '.join(peers)}." if peers else ""
+    peers = liveness.silent_peers(now, spec.name, running)
+    note = f" Its workers: {'; '.join(workers)}." if workers else ""
+    note += f" Possible cause: {'; '.join(peers)}." if peers else ""
     later = [f"{p.spec.name} ({_describe(p.popen.returncode)})" for p in procs
              if p is not proc and p.popen.poll() not in (None, 0)]
     note += f" Failed after it: {', '.join(later)}." if later else ""

@@ -9,6 +9,7 @@ line per cell (bench/fault_matrix.py turns them into bench/results/faults.md).
 """
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -211,6 +212,20 @@ def leftovers(tag, wait=2.0):
         if not left or time.monotonic() > deadline:
             return {pid: info["cmd"] for pid, info in left.items()}
         time.sleep(0.1)
+
+
+# a survivor's death in native code after a peer failed (cluster/README.md, Known limits)
+NATIVE_CRASH = re.compile(r"Segmentation fault|exit with status code 13[49]|killed by SIG(SEGV|ABRT)|"
+                          r"Fatal Python error")
+
+
+def outcome(expect_continue, code, out):
+    if not expect_continue:
+        return "ended"
+    if code == 0:
+        return "continued"
+    return "survivor crashed in native code (known limit); --resume auto finished" if NATIVE_CRASH.search(out) \
+        else "ended"
 
 
 def report(cell, **fields):
