@@ -115,7 +115,7 @@ class Heartbeat:
     def pausing(self, kind):
         """A pause without steps (``checkpoint``, ``verify``, ``commit``): the launcher allows it longer."""
         previous = self.record["phase"]
-        self.phase(kind)
+        self.phase(kind, now=True)
         try:
             yield
         finally:
@@ -125,6 +125,7 @@ class Heartbeat:
         """The step loop starts (or restarts) at ``step``: the first ``WARMUP_STEPS`` steps are warm-up."""
         self._warmup_until = int(step) + WARMUP_STEPS
         self._set(step=int(step), phase="warmup")
+        self.beat()
 
     def inside_step(self, step):
         """Called inside step ``step`` (after backward, before the update): where test faults fire."""
