@@ -21,7 +21,6 @@ Run:  OMP_NUM_THREADS=2 .venv/bin/python bench/bench_align.py [--repeats 15] [--
 import argparse
 import contextlib
 import os
-import platform
 import time
 
 import cv2
@@ -257,13 +256,12 @@ def main():
                                                       "align.md"))
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
-    cpu = platform.processor() or platform.machine()
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    from gluonface.machine import cpu_line
+    cpu = cpu_line()
     load = os.getloadavg()[0]
     emit("## Alignment (gluonface.align): MTCNN speed, landmark consistency, warp accuracy")
     emit()
-    emit(f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu}, {os.cpu_count()} cores, "
+    emit(f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu}, "
          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, 1-min load average at start "
          f"{load:.1f}" + (" (other jobs were running: wall-clock figures are inflated; the ratios and CPU "
                           "ms are the fairer comparison)" if load > 1.5 else ""))

@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from gluonface.machine import cpu_line
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 GLOBAL_BATCH = 32
 
@@ -188,7 +190,7 @@ def write_report(args, rows, base, model_md):
     load = os.getloadavg()[0]
     lines = [
         "## Distributed engines (`bench/bench_dist.py`)", "",
-        f"Measured {now} on {platform.node()} ({os.cpu_count()} cores, load average {load:.1f} at the end: "
+        f"Measured {now} on {platform.node()}, {cpu_line()}, load average {load:.1f} at the end ("
         "other helpers' jobs were running, so absolute times are inflated and noisy).",
         f"Reproduce: `.venv/bin/python bench/bench_dist.py --params-mb {args.params_mb:g} --steps {args.steps}`.",
         "",

@@ -28,13 +28,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from gluonface.machine import cpu_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -261,7 +262,7 @@ def write_results(args, interleaved, cpu, bare, engine, b, e, overhead):
     base = statistics.median(interleaved["bare step"])
     lines = [
         "## Training engine overhead (`bench/bench_engine.py`)", "",
-        f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {cpu_line()}, load average "
         f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end.",
         f"Config `{os.path.relpath(args.config, REPO)}` (model, batch, loss). Command: `{cmd}`", "",
         f"### 1. Interleaved in one process ({args.blocks} blocks of {args.block_steps} steps per arm, medians)", "",

@@ -9,6 +9,9 @@ What it does, in one run:
    rounds and the median is kept, so load from other processes hits all forms alike; the baseline of
    every ratio is the faster of two ONNX Runtime graphs (the exported, folded ONNX and the unfolded traced
    one) measured in the same rounds.
+4. Runs the ONNX files of both input conventions through their clients (``export_clients.py``):
+   gluonface's ``FaceEmbedder`` and insightface's own recognition class (its session, its preprocessing):
+   agreement with the MXNet symbol, held-out accuracy, and speed from uint8 crops (``--no-clients`` skips).
 ``--speed-archs`` adds speed-only rows for untrained networks of other architectures.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_export.py --out bench/results/export.md
@@ -17,7 +20,7 @@ import argparse
 import datetime
 import json
 import os
-import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -92,10 +95,15 @@ def make_pairs(labels, n_pairs, seed):
 def forms(net, prefix):
     """name -> f(x float32 NCHW) -> numpy, for every form; ``prefix`` holds the exported files."""
     import mxnet as mx
+    from gluonface.export.convention import metadata_props
     from gluonface.export.embedder import FaceEmbedder
     from gluonface.export.onnx import export_onnx
     from gluonface.export.symbol import embedding_symbol, export_symbol, load_symbol_block
-    traced_onnx = export_onnx(*embedding_symbol(net), prefix + "-traced.onnx")
+    traced = embedding_symbol(net)
+    width = net(mx.nd.zeros((1, 3, 112, 112))).shape[1]
+    # The traced graph takes raw pixels; its metadata says so (its node names would tell insightface's rule,
+    # and so FaceEmbedder, the opposite).
+    traced_onnx = export_onnx(*traced, prefix + "-traced.onnx", metadata=metadata_props("raw", (112, 112), width))
     export_symbol(net, prefix + "-traced", fold=False)
     before = load_symbol_block(prefix + "-traced")  # FaceEmbedder before folding: SymbolBlock + nd.array
     before.hybridize(static_alloc=True, static_shape=True, backend="MKLDNN")
@@ -140,20 +148,20 @@ def measure(fns, batch, rounds, seconds, clock=time.perf_counter):
     return {k: float(np.median(v)) for k, v in rates.items()}
 
 
-def speed_table(title, fns, args):
+def speed_table(title, fns, args, baselines=BASELINES, baseline_text="the faster ONNX Runtime row"):
     unit = "images per CPU-second" if args.clock == "cpu" else "images/s"
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     res, load = {}, []
     for b in (1, 64):
         res[b] = measure(fns, b, args.rounds, args.seconds, clock)
         load.append(os.getloadavg()[0])
-    lines = [f"**{title}** ({unit}, median of {args.rounds} round-robin rounds; ratio vs the faster ONNX Runtime "
-             f"row; load average after batch 1 / 64: {load[0]:.1f} / {load[1]:.1f})", "",
+    lines = [f"**{title}** ({unit}, median of {args.rounds} round-robin rounds; ratio vs {baseline_text}; "
+             f"load average after batch 1 / 64: {load[0]:.1f} / {load[1]:.1f})", "",
              "| form | batch 1 | ratio | batch 64 | ratio |", "|---|---|---|---|---|"]
     for name in fns:
         cells = []
         for b in (1, 64):
-            base = max(res[b][k] for k in BASELINES)
+            base = max(res[b][k] for k in baselines)
             cells += [f"{res[b][name]:.1f}", f"{res[b][name] / base:.2f}x"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "int8" in fns:
@@ -161,6 +169,21 @@ def speed_table(title, fns, args):
             f"batch {b}: {res[b]['int8'] / res[b]['symbol']:.2f}x" for b in (1, 64))]
     print("\n".join(lines), flush=True)
     return lines, res
+
+
+def client_tables(net, work, held_x, pairs, same, args):
+    """Agreement and speed of the ONNX files through FaceEmbedder and through insightface (export_clients)."""
+    from export_clients import agreement, speed_forms
+    import insightface
+    lines, client_fns = agreement(net, work, THREADS, held_x, pairs, same)
+    lines = [f"insightface {insightface.__version__}: `model_zoo.get_model(path, providers=['CPUExecutionProvider'], "
+             f"sess_options=<intra-op threads {THREADS}>)`, then `get_feat(list of BGR uint8 crops)`; FaceEmbedder: "
+             "`from_path(path).embed(RGB uint8 crops, flip=False)`.", "", *lines, ""]
+    fns = speed_forms(client_fns, {"raw": os.path.join(work, "clients", "raw", "model.onnx")}, THREADS, held_x)
+    base = next(iter(fns))
+    table, _ = speed_table("Throughput of the ONNX clients from uint8 crops", fns, args, baselines=(base,),
+                           baseline_text="the bare session")
+    return lines + table
 
 
 def main(argv=None):
@@ -177,10 +200,13 @@ def main(argv=None):
     p.add_argument("--speed-archs", default="mobilefacenet", help="comma list of extra speed-only archs")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: images/s; cpu: images per CPU-second of this process (robust to other load)")
+    p.add_argument("--no-clients", action="store_true", help="skip the ONNX client (insightface) tables")
     p.add_argument("--out", help="write the figures (markdown) here")
     args = p.parse_args(argv)
     import cv2
     import mxnet as mx
+    import onnxruntime as ort
+    from export_clients import cpu_line
     from gluonface.data.pairs import save_bin
     from gluonface.data.record import RecordWriter
     from gluonface.export.run import export_model
@@ -215,12 +241,12 @@ def main(argv=None):
                         calib_images=256, pairs=os.path.join(work, "heldout.bin"))
     v = meta["verification"]
     lines = [f"## Export and inference (`bench/bench_export.py`)", "",
-             f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()} "
-             f"({os.cpu_count()} cores, no AVX-512/VNNI), MXNet {mx.__version__} (MKLDNN), OMP_NUM_THREADS="
+             f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, {cpu_line()}, MXNet {mx.__version__} (MKLDNN), "
+             f"onnxruntime {ort.__version__}, OMP_NUM_THREADS="
              f"{THREADS}, onnxruntime intra-op threads {THREADS}. Load average at start {load0[0]:.1f} "
              "(absolute figures move with it; ratios come from interleaved rounds).", "",
              f"Command: `OMP_NUM_THREADS={THREADS} .venv/bin/python bench/bench_export.py "
-             + " ".join(a for a in (argv or sys.argv[1:]) if a) + "`", "",
+             + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])) + "`", "",
              f"Model: {source}.", "",
              f"Held-out verification ({args.pairs} pairs of {args.heldout_ids} unseen identities, 10-fold, flip "
              "TTA):", "", "| form | accuracy % | AUC |", "|---|---|---|"]
@@ -234,6 +260,8 @@ def main(argv=None):
               "(max abs diff, normalised embeddings).", "", LEGEND, ""]
     table, res = speed_table(f"Throughput, trained {meta['backbone']}", forms(net, prefix), args)
     lines += table
+    if not args.no_clients:
+        lines += ["", *client_tables(net, work, held_x, pairs, same, args)]
     for arch in [a for a in args.speed_archs.split(",") if a]:
         from gluonface.models import get_model
         other = get_model(arch, embedding_size=128)

@@ -24,6 +24,8 @@ import sys
 import time
 import types
 
+from gluonface.machine import cpu_line
+
 os.environ.setdefault("MXNET_CPU_MEM_POOL_TYPE", "Unpooled")
 # keep glibc from raising its mmap threshold after big frees (RSS would then keep freed arrays)
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
@@ -143,7 +145,7 @@ def report(results, args, command):
     E, b = args.emb, args.batch
     dense = {(r["C"], r["W"]): r for r in results if r["run"] == "dense"}
     lines = ["# Partial FC: classifier memory per worker and step time", "",
-             f"Machine: {platform.node()}, {os.cpu_count()} CPU cores, {platform.platform()}; "
+             f"Machine: {platform.node()}, {cpu_line()}, {platform.platform()}; "
              f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at start "
              f"{args.load:.1f} on 2 cores (other helpers were running: absolute times are noisy, ratios less so).",
              f"Command: `{command}`", "",

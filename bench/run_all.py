@@ -17,13 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def machine_line():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    from gluonface.machine import cpu_line
+    return f"{cpu_line()}, Python {platform.python_version()}, {platform.system()}"
 
 
 def collect(out_path):

@@ -42,11 +42,15 @@ class _Section:
     """Type checking shared by the section dataclasses (run from ``__post_init__``)."""
 
     _name = ""
+    # String keys whose value may be the word 'off': YAML 1.1 (PyYAML) reads a bare off/no/false as False.
+    _off_keys = ()
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if value is False and f.name in self._off_keys:
+                value = "off"
             ok, coerced = _coerce(value, hints[f.name])
             _require(ok, f"{self._name}.{f.name}",
                      f"expected {_type_name(hints[f.name])}, got {type(value).__name__} {value!r}",
@@ -193,6 +197,7 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     """Run length, devices, precision, logging and checkpoints (``train:`` section)."""
     _name = "train"
+    _off_keys = ("amp",)
     epochs: float = 20.0
     max_steps: int = 0
     devices: str = "cpu"

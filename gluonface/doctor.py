@@ -54,12 +54,31 @@ def _mxnet_facts():
         facts["gpus"] = int(mx.context.num_gpus())
     except Exception:  # CPU builds without a driver raise here on some versions
         facts["gpus"] = 0
-    try:
-        from gluonface.precision import lowp_supported
-        facts["cpu_bf16"] = bool(lowp_supported("bfloat16", mx.cpu()))
-    except Exception:
-        facts["cpu_bf16"] = False
     return facts
+
+
+def _path_facts(backbones):
+    """{path: {'status': ok|off|fail, 'detail': str}} for the compute paths of ``gluonface.machine``."""
+    from gluonface import machine
+    from gluonface.precision import BF16_TRAINING_REFUSED, kernel_check
+    paths = {}
+    checks = [("fp32 train", machine.fp32_check), ("bf16 infer", lambda: kernel_check("bf16")),
+              ("INT8 infer", machine.int8_check)]
+    for name, check in checks:
+        try:
+            ok, detail = check()
+        except Exception as exc:  # a path that errors is a finding, not a doctor crash
+            ok, detail = False, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        # bf16 / INT8 kernels that do not exist on this CPU turn the path off; a wrong result is a failure.
+        missing = not ok and "do not run" in detail
+        paths[name] = {"status": "ok" if ok else ("off" if missing else "fail"), "detail": detail}
+    paths["bf16 train"] = {"status": "off", "detail": "refused by design: " + BF16_TRAINING_REFUSED.split(": ", 1)[1]
+                           .split(". fix:")[0]}
+    if backbones:
+        from gluonface.models import list_models
+        for name, (ok, detail) in machine.backbone_checks(list_models()).items():
+            paths[f"forward {name}"] = {"status": "ok" if ok else "fail", "detail": detail}
+    return paths
 
 
 def _horovod_facts():
@@ -90,9 +109,14 @@ def _mtcnn_weight_files():
     return [os.path.join(wdir, f) for f in MTCNN_WEIGHTS if os.path.isfile(os.path.join(wdir, f))], ""
 
 
-def probe(run_dir="."):
-    """Facts about this interpreter and machine, as a JSON-able dict."""
-    facts = {"host": platform.node(), "python": platform.python_version(), "executable": sys.executable}
+def probe(run_dir=".", paths=False, backbones=False):
+    """Facts about this interpreter and machine, as a JSON-able dict.
+
+    ``paths`` runs the compute-path checks (fp32 train, bf16 infer, INT8 infer: about a second);
+    ``backbones`` adds a forward + backward of every backbone, each in a child process (a minute or so)."""
+    from gluonface.machine import cpu_facts
+    facts = {"host": platform.node(), "python": platform.python_version(), "executable": sys.executable,
+             "cpu": cpu_facts()}
     facts["numpy"], facts["numpy_error"] = _version("numpy")
     facts.update(_mxnet_facts())
     facts.update(_horovod_facts())
@@ -107,6 +131,8 @@ def probe(run_dir="."):
         target = os.path.dirname(target)
     facts["run_dir"] = os.path.abspath(run_dir)
     facts["free_gb"] = round(shutil.disk_usage(target).free / 2**30, 1)
+    if paths and facts["mxnet"] is not None:
+        facts["paths"] = _path_facts(backbones)
     return facts
 
 
@@ -140,10 +166,25 @@ def _mxnet_checks(f):
                     "pip uninstall mxnet && pip install mxnet-cu117==1.9.1")
     else:
         yield Check("GPUs", "ok", f"{f['gpus']} visible, CUDA build: {bool(cuda)}, NCCL: {bool(feats.get('NCCL'))}")
-    if "cpu_bf16" in f:
-        yield Check("CPU bf16 AMP", "ok" if f["cpu_bf16"] else "warn",
-                    "bf16 convolutions " + ("run" if f["cpu_bf16"] else "do not run on this CPU"),
-                    "train.amp=bf16 needs a CPU with AVX-512 (BF16/AMX for speed); keep train.amp=off or auto here")
+
+
+_PATH_FIXES = {
+    "fp32 train": "float32 kernels disagree with float64: reinstall the CPU wheel (pip install --force-reinstall "
+                  "mxnet==1.9.1) and report this CPU",
+    "bf16 infer": "keep float32 inference on this CPU (bfloat16 kernels need AVX-512)",
+    "INT8 infer": "deploy the float32 model on this CPU (INT8 needs the oneDNN CPU wheel)",
+    "bf16 train": "train in float32 (train.amp=off or auto), or float16 on a GPU",
+}
+
+
+def _path_checks(f):
+    if "cpu" in f:
+        from gluonface.machine import cpu_line
+        yield Check("CPU", "ok", cpu_line(f["cpu"]))
+    for name, p in f.get("paths", {}).items():
+        fix = _PATH_FIXES.get(name, "train another backbone on this machine and report the crash with "
+                                    "`gluonface doctor` output")
+        yield Check(name, p["status"], p["detail"], fix)
 
 
 def _horovod_check(f):
@@ -169,6 +210,7 @@ def checks(f, min_free_gb=MIN_FREE_GB):
                  f["python"], "use Python 3.8-3.11 (numpy<1.24 has no wheels for 3.12)")]
     out.append(_numpy_check(f))
     out.extend(_mxnet_checks(f))
+    out.extend(_path_checks(f))
     out.append(_horovod_check(f))
     if f["gluoncv"] is None:
         fix = ("uninstall torch from this environment (gluoncv fails to import next to it)" if f["torch_installed"]
@@ -223,16 +265,18 @@ def compare_hosts(facts_by_host):
 
 def _print_table(title, rows):
     print(title)
-    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "off": "off "}
     for c in rows:
         print(f"  [{marks[c.status]}] {c.name:<24} {c.detail}")
-        if c.status != "ok" and c.fix:
+        if c.status not in ("ok", "off") and c.fix or c.status == "off" and c.fix and c.name.endswith("train"):
             print(f"         fix: {c.fix}")
 
 
-def run_doctor(run_dir=".", hosts_file=None, remote_python="python3", as_json=False):
-    """Probe this host (and the hosts of `hosts_file` over ssh), print the verdicts; 1 if any check fails."""
-    facts = probe(run_dir)
+def run_doctor(run_dir=".", hosts_file=None, remote_python="python3", as_json=False, quick=False):
+    """Probe this host (and the hosts of `hosts_file` over ssh), print the verdicts; 1 if any check fails.
+
+    ``quick`` skips every backbone's forward pass (the other compute paths take about a second)."""
+    facts = probe(run_dir, paths=True, backbones=not (quick or as_json))
     if as_json:
         print(json.dumps(facts))
         return 0
@@ -240,11 +284,12 @@ def run_doctor(run_dir=".", hosts_file=None, remote_python="python3", as_json=Fa
     _print_table(f"gluonface doctor: {facts['host']} ({facts['executable']})", rows)
     failed = any(c.status == "fail" for c in rows)
     if hosts_file:
-        from gluonface.launch.hostfile import read_hostfile
-        hosts = [h.host for h in read_hostfile(hosts_file)]
+        from gluonface.launch.hostfile import parse_hostfile
         by_host = {}
-        for host in hosts:
-            remote, error = remote_probe(host, python=remote_python)
+        for entry in parse_hostfile(hosts_file):
+            host, port = entry.name, entry.port
+            ssh = ("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10") + (("-p", str(port)) if port else ())
+            remote, error = remote_probe(host, python=remote_python, ssh=ssh)
             by_host[host] = remote
             if remote is None:
                 host_rows = [Check("reachable", "fail", error,

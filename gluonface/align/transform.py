@@ -34,11 +34,20 @@ def parse_size(size):
 def arcface_template(size=112):
     """The 5 template points for a crop of ``size`` (see :func:`parse_size`).
 
-    The 112x112 template is scaled by ``height / 112`` and centred horizontally, so 112x96 gives the
-    original ArcFace/SphereFace 112x96 template (x − 8) and any square ``S`` gives ``template * S / 112``.
+    Square crops follow insightface's ``face_align.estimate_norm``, so that its ``norm_crop`` (what its
+    recognition class runs on ``face.kps``) cuts the crops a model was trained on: a side ``S`` that is a
+    multiple of 112 gives ``template * S / 112``; otherwise a multiple of 128 gives ``template * S / 128``
+    moved ``8 * S / 128`` px right (at 128: the 112 template in a 16 px wider and taller canvas, centred
+    horizontally, top-aligned). Other sizes scale the template by ``height / 112`` and centre it
+    horizontally, so 112x96 gives the original ArcFace/SphereFace 112x96 template (x − 8).
     Returns ``(5, 2) float64``.
     """
     height, width = parse_size(size)
+    if height == width and height % 112 and height % 128 == 0:
+        scale = height / 128.0
+        points = ARCFACE_112 * scale
+        points[:, 0] += 8.0 * scale
+        return points
     scale = height / 112.0
     points = ARCFACE_112 * scale
     points[:, 0] += (width - 112.0 * scale) / 2.0

@@ -1,4 +1,4 @@
-"""Mixed precision for the loop: bf16 on CPU, fp16 with dynamic loss scaling on GPU (``train.amp``).
+"""Mixed precision for the loop: fp16 with dynamic loss scaling on GPU (``train.amp``); bf16 is refused.
 
 MXNet's AMP (``mxnet.contrib.amp``) patches the operator namespaces, so ``amp.init`` must run before the
 network is built and cannot be undone in a process: a run with AMP is its own process (``gluonface train``).
@@ -13,29 +13,28 @@ class AmpPolicy:
     """What the loop needs from mixed precision: ``scale(losses)``, trainer setup and a checkpointable state."""
 
     def __init__(self, mode):
-        self.mode = mode            # 'bf16' or 'fp16'
+        self.mode = mode            # 'fp16' (bf16 training is refused before a policy is made)
         self.trainers = []
 
     @staticmethod
     def create(mode, ctx, say=print):
-        """None for ``'off'``; ``'auto'`` picks fp16 on GPU and bf16 on CPU when the hardware has the
-        kernels (else float32, with a note); initialises AMP through ``gluonface.precision.init_amp``."""
-        from gluonface.precision import init_amp, lowp_supported
+        """None for ``'off'``; ``'auto'`` picks fp16 on a GPU whose float16 kernels check out, else float32 (a
+        note says why); ``'fp16'``/``'bf16'`` are checked by ``gluonface.precision.check_training_dtype``
+        (bf16 training is refused, with the measured reason) before AMP is initialised."""
+        from gluonface.precision import check_training_dtype, init_amp
         if mode == "off":
             return None
         gpu = ctx[0].device_type == "gpu"
         if mode == "auto":
-            mode = "fp16" if gpu else "bf16"
-            if not lowp_supported(mode, ctx[0]):
-                say(f"note: train.amp=auto: no {mode} kernels on {ctx[0]}; training in float32")
+            try:
+                check_training_dtype("fp16", ctx[0])
+            except GluonFaceError as exc:
+                why = "bf16 training is refused (gluonface doctor says why)" if not gpu else str(exc)
+                say(f"note: train.amp=auto: training in float32 on {ctx[0]} ({why})")
                 return None
-        if mode == "fp16" and not gpu:
-            raise GluonFaceError("train.amp=fp16 needs a GPU (CPU kernels have no fast float16 path); fix: use "
-                                 "train.amp=bf16 on CPU, or auto")
-        if mode == "bf16" and gpu:
-            raise GluonFaceError("train.amp=bf16 runs on CPU only in MXNet 1.9.1; fix: use train.amp=fp16 "
-                                 "on GPU, or auto")
-        init_amp(mode, ctx[0])     # refuses hardware without the kernels, naming the fix
+            mode = "fp16"
+        check_training_dtype(mode, ctx[0])
+        init_amp(mode, ctx[0])
         return AmpPolicy(mode)
 
     def convert(self, net, ctx):

@@ -47,8 +47,11 @@ def load_model(source, which="auto", ctx=None):
     if source.endswith(".onnx") or os.path.isfile(source + "-symbol.json") or source.endswith("-symbol.json"):
         from gluonface.export.embedder import FaceEmbedder
         emb = FaceEmbedder.from_path(source, ctx=ctx[0])
-        return emb, {"kind": emb.kind, "source": source, "backbone": emb.info.get("backbone"),
-                     "input_size": list(emb.input_size)}
+        info = {"kind": emb.kind, "source": source, "backbone": emb.info.get("backbone"),
+                "input_size": list(emb.input_size)}
+        if emb.input_spec:  # what the ONNX model was fed (its metadata said so)
+            info["onnx_input"] = emb.input_spec
+        return emb, info
     raise GluonFaceError(f"{source} is neither a run directory, an exported PREFIX (PREFIX-symbol.json) nor an "
                          ".onnx file; fix: pass what `gluonface train` or `gluonface export` wrote")
 
@@ -133,6 +136,10 @@ def evaluate(model, *, which="auto", bins=(), templates=None, template_pairs=Non
 def format_results(results):
     """Human-readable summary lines of ``evaluate``'s results."""
     lines = [f"model: {results['model']['source']} ({results['model']['kind']})"]
+    spec = results["model"].get("onnx_input")
+    if spec:
+        lines[0] += (f", fed (RGB - {spec['mean']:g}) / {spec['std']:g} ({spec['convention']} convention, from "
+                     f"{spec['source']})")
     for name, m in results.get("verification", {}).items():
         tars = "  ".join(f"TAR@FAR={far:g}: {tar:.4f}" for far, tar in sorted(m["tar_at_far"].items()))
         lines.append(f"{name}: accuracy {100 * m['accuracy']:.2f} ± {100 * m['accuracy_std']:.2f} %  "

@@ -12,7 +12,8 @@ import numpy as np
 
 from gluonface.errors import GluonFaceError
 from gluonface.evaluate.verification import embed_raw, l2_normalize
-from gluonface.export.symbol import INPUT_NAME, check_input, check_shapes, load_checkpoint
+from gluonface.export.names import INPUT_NAME
+from gluonface.export.symbol import check_input, check_shapes, load_checkpoint
 
 DEFAULT_INPUT_SIZE = (112, 112)
 
@@ -84,11 +85,15 @@ class FaceEmbedder:
         input_size: (H, W).
         kind: ``symbol``, ``int8``, ``onnx`` or ``gluon`` (``from_net``).
         info: the export.json contents (may be empty).
+        input_spec: ONNX only: ``{"mean", "std", "color_order", "convention", "source"}``, what the raw pixels
+            are turned into before the session runs (``convention.onnx_input_spec``: the model's metadata).
         flip: default flip test-time augmentation for ``embed``.
     """
 
-    def __init__(self, forward, input_size=DEFAULT_INPUT_SIZE, kind="symbol", info=None, flip=True):
+    def __init__(self, forward, input_size=DEFAULT_INPUT_SIZE, kind="symbol", info=None, flip=True,
+                 input_spec=None):
         self._forward = forward
+        self.input_spec = input_spec
         self.input_size = tuple(input_size)
         self.kind = kind
         self.info = dict(info or {})
@@ -107,20 +112,33 @@ class FaceEmbedder:
         info = read_export_info(path)
         size = tuple(info.get("input_size", DEFAULT_INPUT_SIZE))
         if path.endswith(".onnx"):
-            from gluonface.export.onnx import onnx_session
-            sess = onnx_session(path, threads)
-            inp = sess.get_inputs()[0]
-            if len(inp.shape) == 4 and all(isinstance(d, int) for d in inp.shape[2:]):
-                size = tuple(inp.shape[2:])
-
-            def forward(x):
-                return sess.run(None, {inp.name: check_input(x, size)})[0]
-            return cls(forward, size, "onnx", info, flip)
+            return cls._from_onnx(path, size, info, flip, threads)
         sym, params, _, _ = load_checkpoint(path)
         kind = "int8" if "_contrib_quantize" in sym.tojson() else "symbol"
         if kind == "symbol":
             check_shapes(sym, params, size, path)
         return cls._from_symbol(sym, params, size, kind, info, flip, ctx, path)
+
+    @classmethod
+    def _from_onnx(cls, path, size, info, flip, threads):
+        """An onnxruntime session fed what the model's input convention asks (``convention.onnx_input_spec``)."""
+        from gluonface.export.convention import onnx_input_spec
+        from gluonface.export.onnx import onnx_session
+        sess = onnx_session(path, threads)
+        inp = sess.get_inputs()[0]
+        if len(inp.shape) == 4 and all(isinstance(d, int) for d in inp.shape[2:]):
+            size = tuple(inp.shape[2:])
+        spec = onnx_input_spec(path, sess.get_modelmeta().custom_metadata_map)
+        mean, inv_std, bgr = np.float32(spec["mean"]), np.float32(1.0 / spec["std"]), spec["color_order"] == "BGR"
+
+        def forward(x):
+            x = check_input(x, size)
+            if bgr:
+                x = np.ascontiguousarray(x[:, ::-1])
+            if (mean, inv_std) != (0.0, 1.0):
+                x = (x - mean) * inv_std
+            return sess.run(None, {inp.name: x})[0]
+        return cls(forward, size, "onnx", info, flip, input_spec=spec)
 
     @classmethod
     def from_net(cls, net, input_size=DEFAULT_INPUT_SIZE, ctx=None, flip=True):

@@ -5,22 +5,25 @@ A training graph carries operators that a frozen network does not need. ``fold_f
 2. gluonface's ChannelPReLU ``x + dwconv1x1(min(x, 0), alpha - 1)`` into one ``LeakyReLU(act_type='prelu')``
    (insightface's form; ONNX ``PRelu``);
 3. Dropout (identity at inference) away;
-4. BatchNorm into the Convolution / FullyConnected before it, and into a FullyConnected after it;
+4. BatchNorm into the Convolution / FullyConnected before it (also through the Flatten of a 1x1 map), and
+   into a FullyConnected after it;
 5. scalar input normalisation ``(x - 127.5) * 0.0078125`` plus a non-overlapping average pooling into one
-   depthwise convolution with bias, and a scalar affine map into any unpadded convolution after it.
+   depthwise convolution with bias, a scalar affine map into any unpadded convolution after it, and a pure
+   scalar scale into any convolution after it (padded or not: zero padding stays zero).
 Each rewrite is a linear identity, so outputs change only by float32 rounding (~1e-7 relative). A
 BatchNorm before a padded convolution stays: its shift would also reach the zero padding.
 
 ``lower_for_onednn`` then rewrites what oneDNN (MXNet's CPU backend) cannot run in its blocked layout:
 a PReLU becomes ``x + dwconv1x1(relu(dwconv1x1(x, -1)), 1 - alpha)`` (LeakyReLU 'prelu' and ``minimum``
-have no oneDNN kernel, so each one reordered the tensor to NCHW and back), and a remaining BatchNorm a
-depthwise 1x1 convolution with bias. The result is still a plain MXNet symbol.
+have no oneDNN kernel, so each one reordered the tensor to NCHW and back), a remaining BatchNorm a
+depthwise 1x1 convolution with bias, and a dense layer on a 4-D input reads it through an explicit Flatten
+(see ``_lower_dense_input``). The result is still a plain MXNet symbol.
 """
 import numpy as np
 
 from gluonface.export.graph import SymbolGraph, int_tuple
 
-_AFFINE = {  # op -> (a, c) of x -> a * x + c for its scalar s
+SCALAR_AFFINE = {  # op -> (a, c) of x -> a * x + c for its scalar s
     "_plus_scalar": lambda s: (1.0, s), "_minus_scalar": lambda s: (1.0, -s),
     "_rminus_scalar": lambda s: (-1.0, s), "_mul_scalar": lambda s: (s, 0.0),
     "_div_scalar": lambda s: (1.0 / s, 0.0),
@@ -56,11 +59,22 @@ def _set_weight_bias(g, i, data, w_entry, w, b_entry, b):
     g.set_inputs(i, [data, g.param(w_entry, w, name), g.param(b_entry, b, bias_base)], no_bias=False)
 
 
+def _through_flatten(g, i, entry):
+    """(producer entry, its reader) for BatchNorm ``i``'s input: a Flatten of a 1x1 conv map is looked through
+    (MobileFaceNet's global depthwise conv flattens before its BatchNorm, see ``models.layers.conv_bn``)."""
+    if g.op(entry) == "Flatten" and g.only_user(entry) == i:
+        inner = g.node(entry)["inputs"][0]
+        shape = g.shape(inner)
+        if g.op(inner) == "Convolution" and shape is not None and len(shape) == 4 and shape[2:] == (1, 1):
+            return inner, entry[0]
+    return entry, i
+
+
 def _fold_bn_into_producer(g):
-    """Convolution / FullyConnected -> BatchNorm: scale the weights, shift the bias."""
+    """Convolution / FullyConnected (-> Flatten of a 1x1 map) -> BatchNorm: scale the weights, shift the bias."""
     for i, node in enumerate(g.nodes):
-        src = node["inputs"][0] if node["op"] == "BatchNorm" else None
-        if src is None or g.op(src) not in ("Convolution", "FullyConnected") or g.only_user(src) != i:
+        src, reader = _through_flatten(g, i, node["inputs"][0]) if node["op"] == "BatchNorm" else (None, None)
+        if src is None or g.op(src) not in ("Convolution", "FullyConnected") or g.only_user(src) != reader:
             continue
         out_shape = g.shape(src)
         if g.attr(src, "layout", "NCHW") not in ("NCHW", "NCW", "NCDHW", "None") or out_shape is None or (
@@ -72,7 +86,7 @@ def _fold_bn_into_producer(g):
         scale, shift = affine
         _set_weight_bias(g, src[0], g.node(src)["inputs"][0], w_entry, w * scale.reshape((-1,) + (1,) * (w.ndim - 1)),
                          b_entry, b * scale + shift)
-        g.redirect(i, src)
+        g.redirect(i, node["inputs"][0])
 
 
 def _fold_bn_into_dense(g):
@@ -110,8 +124,8 @@ def _drop_dropout(g):
 def _fold_param_scalars(g):
     """``param (+ - * /) scalar`` evaluated once into a new parameter."""
     for i, node in enumerate(g.nodes):
-        if node["op"] in _AFFINE and g.value(node["inputs"][0]) is not None:
-            a, c = _AFFINE[node["op"]](float(g.attr([i], "scalar")))
+        if node["op"] in SCALAR_AFFINE and g.value(node["inputs"][0]) is not None:
+            a, c = SCALAR_AFFINE[node["op"]](float(g.attr([i], "scalar")))
             g.redirect(i, g.var(node["name"], a * g.value(node["inputs"][0]) + c))
 
 
@@ -149,8 +163,8 @@ def _fold_channel_prelu(g):
 def _affine_chain(g, entry, reader):
     """Walk back from ``entry`` through scalar ops read only by the next one: (source, a, c, count)."""
     a, c, count = 1.0, 0.0, 0
-    while g.op(entry) in _AFFINE and g.only_user(entry) == reader and g.value(entry) is None:
-        ai, ci = _AFFINE[g.op(entry)](float(g.attr(entry, "scalar")))
+    while g.op(entry) in SCALAR_AFFINE and g.only_user(entry) == reader and g.value(entry) is None:
+        ai, ci = SCALAR_AFFINE[g.op(entry)](float(g.attr(entry, "scalar")))
         a, c, count = a * ai, a * ci + c, count + 1
         reader, entry = entry[0], g.node(entry)["inputs"][0]
     return entry, a, c, count
@@ -176,13 +190,15 @@ def _pool_as_conv(g):
 
 
 def _fold_affine_into_conv(g):
-    """Scalar ``a * x + c`` read only by an unpadded Convolution: W -> a W, b -> b + c * sum(W)."""
+    """Scalar ``a * x + c`` read only by a Convolution: W -> a W, b -> b + c * sum(W). A shift ``c`` needs an
+    unpadded convolution (it would also reach the zero padding); a pure scale folds into any convolution."""
     for i, node in enumerate(g.nodes):
-        if node["op"] != "Convolution" or any(int_tuple(g.attr([i], "pad", "(0, 0)"))):
+        if node["op"] != "Convolution":
             continue
         x, a, c, count = _affine_chain(g, node["inputs"][0], i)
+        padded = any(int_tuple(g.attr([i], "pad", "(0, 0)")))
         w_entry, w, b_entry, b = _weight_bias(g, i)
-        if count and w is not None and b is not None:
+        if count and w is not None and b is not None and not (padded and c != 0.0):
             _set_weight_bias(g, i, x, w_entry, a * w, b_entry, b + c * w.sum(axis=tuple(range(1, w.ndim))))
 
 
@@ -236,6 +252,19 @@ def _lower_batchnorm(g):
         g.redirect(i, conv)
 
 
+def _lower_dense_input(g):
+    """A FullyConnected reading (N, C, H, W) gets an explicit Flatten first. On AVX-512 oneDNN hands it the
+    4-D input in a blocked layout, and from the executor's second forward on MXNet 1.9.1's FullyConnected
+    fails on it ("Can't generate TBlob for MKLDNN data"; not with DNNL_MAX_CPU_ISA=AVX2)."""
+    for i, node in enumerate(g.nodes):
+        x = node["inputs"][0] if node["op"] == "FullyConnected" else None
+        shape = g.shape(x) if x is not None else None
+        if shape is None or len(shape) < 3 or g.attr([i], "flatten", "True") not in ("True", "true", "1"):
+            continue
+        flat = g.add("Flatten", node["name"] + "_flatten", [x], shape=(shape[0], int(np.prod(shape[1:]))))
+        g.set_inputs(i, [flat] + node["inputs"][1:])
+
+
 def lower_for_onednn(sym, arg_params, aux_params, input_shape=(1, 3, 112, 112)):
     """Rewrite a folded symbol for MXNet's oneDNN CPU backend (see the module docstring); same outputs.
 
@@ -243,6 +272,6 @@ def lower_for_onednn(sym, arg_params, aux_params, input_shape=(1, 3, 112, 112)):
         (sym, arg_params, aux_params) of a plain MXNet symbol, float32 NDArrays.
     """
     g = SymbolGraph(sym, dict(arg_params, **aux_params), input_shape)
-    for rewrite in (_lower_prelu, _lower_batchnorm):
+    for rewrite in (_lower_prelu, _lower_batchnorm, _lower_dense_input):
         rewrite(g)
     return g.to_symbol()

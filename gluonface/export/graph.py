@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from gluonface.export.symbol import INPUT_NAME
+from gluonface.export.names import INPUT_NAME
 
 
 def int_tuple(text):

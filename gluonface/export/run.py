@@ -44,19 +44,32 @@ def throughput(forward, input_size, batch_size=32, min_seconds=2.0, min_iters=3)
     return iters * batch_size / (time.perf_counter() - start)
 
 
-def check_options(int8=False, calib=None, pairs=None, **_):
+def check_options(int8=False, calib=None, pairs=None, onnx_input="raw", **_):
     """Refuse option combinations that cannot work before any model is loaded."""
+    from gluonface.export.convention import check_convention
+    check_convention(onnx_input)
     if int8 and not calib:
         raise GluonFaceError("--int8 needs calibration images; fix: add --calib path/to/train.rec")
     if pairs and not os.path.isfile(str(pairs)):
         raise GluonFaceError(f"pair set {pairs} does not exist; fix: make one with `gluonface pairs`")
 
 
-def _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks):
+def _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks, onnx_input, fold, props):
+    """The ONNX file for ``onnx_input`` clients (``gluonface.export.convention``), checked the way they read it."""
+    import onnx
+    from gluonface.export.convention import CONVENTIONS, client_graph, router_convention
     from gluonface.export.embedder import FaceEmbedder
     from gluonface.export.onnx import export_onnx
-    files["onnx"] = export_onnx(exported["sym"], exported["arg_params"], exported["aux_params"],
-                                f"{out_prefix}.onnx", (1, 3) + input_size)
+    sym, arg, aux, input_norm = client_graph(*exported["traced"], onnx_input, (1, 3) + input_size, fold=fold)
+    files["onnx"] = export_onnx(sym, arg, aux, f"{out_prefix}.onnx", (1, 3) + input_size, input_norm=input_norm,
+                                metadata=props)
+    mean, std = CONVENTIONS[onnx_input]
+    router = router_convention(onnx.load(files["onnx"]))
+    if router != (mean, std):
+        raise GluonFaceError(f"insightface's model router would feed {files['onnx']} mean {router[0]}, std "
+                             f"{router[1]}, not the {onnx_input} convention's {mean}, {std}; fix: report it (the "
+                             "graph's first node names are wrong)")
+    checks["onnx_insightface_router_mean_std"] = list(router)
     forms["onnx"] = FaceEmbedder.from_path(files["onnx"])
     checks["onnx_max_abs_diff"] = float(np.abs(_normed(forms["onnx"](x)) - _normed(ref)).max())
     if checks["onnx_max_abs_diff"] > ONNX_TOL:
@@ -66,15 +79,21 @@ def _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks)
 
 def _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks, calib, calib_images, calib_mode):
     from gluonface.export.embedder import FaceEmbedder
-    from gluonface.export.quantize import calibration_images, quantize_symbol
+    from gluonface.export.quantize import calibration_images, check_against_float32, quantize_symbol
     from gluonface.export.symbol import save_symbol
     images = calibration_images(calib, calib_images, image_size=input_size)
     # From the traced graph: the folded one (PReLU as one LeakyReLU, dense layer without its BatchNorms) gives
     # MobileFaceNet a quantised graph whose output is wrong (cosine 0 to float32) with MXNet 1.9.1.
     qsym, qarg, qaux = quantize_symbol(*exported["traced"], images, calib_mode=calib_mode)
     q = save_symbol(qsym, qarg, qaux, f"{out_prefix}-int8")
-    files.update(int8_symbol=q["symbol"], int8_params=q["params"])
     forms["int8"] = FaceEmbedder.from_path(f"{out_prefix}-int8")
+    try:
+        checks["int8_vs_fp32_on_calibration"] = check_against_float32(forms["int8"], forms["symbol"], images)
+    except GluonFaceError:
+        for path in (q["symbol"], q["params"]):   # a model below the bar is not left for deployment
+            os.remove(path)
+        raise
+    files.update(int8_symbol=q["symbol"], int8_params=q["params"])
     checks["int8_min_cosine_to_fp32"] = float(np.sum(_normed(forms["int8"](x)) * _normed(ref), axis=1).min())
     checks["int8_calibration"] = {"rec": str(calib), "images": int(len(images)), "mode": calib_mode}
     fp32_speed = throughput(forms["symbol"], input_size)
@@ -97,15 +116,16 @@ def _verify_forms(forms, pairs, input_size, batch_size, progress):
     return out
 
 
-def _write_meta(out_prefix, net, info, input_size, embedding_size, files, checks, verification):
+def _write_meta(out_prefix, net, info, input_size, embedding_size, files, checks, verification, onnx_props=None):
     import mxnet as mx
     model = info.get("model") or {}
     meta = {
-        "backbone": model.get("name", type(net).__name__),
+        "backbone": _backbone(net, info),
         "embedding_size": int(embedding_size),
         "input_size": list(input_size),
-        "input": "data: (N, 3, H, W) float32 raw RGB 0..255",
+        "input": "data: (N, 3, H, W) float32 raw RGB 0..255 (symbol and INT8 files)",
         "normalisation": "in-graph (x - 127.5) / 128" if model.get("input_norm", True) else "none",
+        "onnx_input": _onnx_spec(onnx_props),
         "output": "fc1_output: (N, E) float32, not L2-normalised",
         "model": model,
         "config_hash": info.get("config_hash"),
@@ -123,8 +143,21 @@ def _write_meta(out_prefix, net, info, input_size, embedding_size, files, checks
     return meta
 
 
-def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=False, int8=False, calib=None,
-                 calib_images=256, calib_mode="naive", pairs=None, batch_size=64, progress=False, fold=True):
+def _onnx_spec(props):
+    """export.json's summary of the ONNX input convention (None without ONNX)."""
+    if not props:
+        return None
+    return {"convention": props["input_convention"], "mean": float(props["input_mean"]),
+            "std": float(props["input_std"]), "color_order": props["input_color_order"]}
+
+
+def _backbone(net, info):
+    return (info.get("model") or {}).get("name", type(net).__name__)
+
+
+def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=False, onnx_input="raw", int8=False,
+                 calib=None, calib_images=256, calib_mode="naive", pairs=None, batch_size=64, progress=False,
+                 fold=True):
     """Export a Gluon embedding network and verify every artefact.
 
     Args:
@@ -132,6 +165,9 @@ def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=Fals
         out_prefix: writes ``OUT-symbol.json``/``OUT-0000.params``, ``OUT.onnx`` (``onnx``),
             ``OUT-int8-symbol.json``/``-0000.params`` (``int8``) and ``export.json`` in OUT's directory.
         info: the ``load_backbone`` info (model section, config hash, checkpoint path) for export.json.
+        onnx_input: the ONNX file's input convention, ``raw`` (RGB 0..255, normalised by leading Sub/Mul
+            nodes insightface detects) or ``normalized`` (``(x - 127.5) / 127.5``); see
+            ``gluonface.export.convention``.
         calib: rec used to calibrate INT8 (required with ``int8``); ``calib_images`` drawn from it.
         pairs: optional ``.bin`` pair set: verification accuracy of each exported form goes to export.json.
         fold: write the graph folded for inference (``gluonface.export.fold``: BatchNorm into convolutions,
@@ -143,8 +179,9 @@ def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=Fals
     """
     from gluonface.evaluate.verification import gluon_forward
     from gluonface.export.embedder import FaceEmbedder
+    from gluonface.export.convention import metadata_props
     from gluonface.export.symbol import export_symbol
-    check_options(int8=int8, calib=calib, pairs=pairs)
+    check_options(int8=int8, calib=calib, pairs=pairs, onnx_input=onnx_input)
     info, input_size = dict(info or {}), tuple(input_size)
     x = _probe_batch(input_size)
     ref = gluon_forward(net)(x)
@@ -156,13 +193,15 @@ def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=Fals
     if checks["symbol_max_abs_diff"] > SYMBOL_TOL:
         raise GluonFaceError(f"the exported symbol differs from the network by {checks['symbol_max_abs_diff']:.2e}"
                              f" (> {SYMBOL_TOL}); fix: the network is not fully hybridizable, report it")
+    props = None
     if onnx:
-        _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks)
+        props = metadata_props(onnx_input, input_size, ref.shape[1], _backbone(net, info))
+        _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks, onnx_input, fold, props)
     if int8:
         _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks, calib, calib_images,
                      calib_mode)
     verification = _verify_forms(forms, pairs, input_size, batch_size, progress) if pairs else {}
-    return _write_meta(out_prefix, net, info, input_size, ref.shape[1], files, checks, verification)
+    return _write_meta(out_prefix, net, info, input_size, ref.shape[1], files, checks, verification, props)
 
 
 def export_run(run_dir, out_prefix, which="auto", **kw):
@@ -188,8 +227,14 @@ def export_and_report(run_dir, out_prefix, which="auto", **kw):
     print(f"  symbol vs training network: max |diff| {checks['symbol_max_abs_diff']:.2e} (normalised)")
     if "onnx_max_abs_diff" in checks:
         print(f"  onnxruntime vs MXNet:        max |diff| {checks['onnx_max_abs_diff']:.2e}")
+        spec = meta["onnx_input"]
+        print(f"  ONNX input: {spec['convention']}, feed (RGB - {spec['mean']:g}) / {spec['std']:g} (in the model's "
+              "metadata_props; insightface's model_zoo reads the same from its node names)")
     if "speed_images_per_s" in checks:
         s = checks["speed_images_per_s"]
+        c = checks["int8_vs_fp32_on_calibration"]
+        print(f"  INT8 vs fp32 on {c['images']} calibration faces: min cosine {c['min_cosine']:.4f}, mean "
+              f"{c['mean_cosine']:.4f}")
         print(f"  INT8: min cosine to fp32 {checks['int8_min_cosine_to_fp32']:.4f}, {s['int8']:.1f} vs "
               f"{s['symbol_fp32']:.1f} img/s fp32 (x{s['int8_speedup']:.2f}, batch {s['batch_size']})")
     for kind, v in meta["verification"].items():

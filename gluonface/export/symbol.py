@@ -13,9 +13,7 @@ import warnings
 import numpy as np
 
 from gluonface.errors import GluonFaceError
-
-OUTPUT_NAME = "fc1"
-INPUT_NAME = "data"
+from gluonface.export.names import INPUT_NAME, OUTPUT_NAME
 
 
 def embedding_symbol(net, output_name=OUTPUT_NAME):

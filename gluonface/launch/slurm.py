@@ -23,6 +23,10 @@ _HEADER = """#!/bin/bash
 #SBATCH --ntasks={ntasks}
 {per_node_line}#SBATCH --output={name}-%j.out
 {time_line}set -euo pipefail
+# scancel and the time limit SIGTERM every process of the job at once. Without a trap bash dies at once and
+# SLURM counts the batch step as ended while its child (srun, or the Horovod launcher still stopping its
+# steps) runs on: SIGKILLed mid-teardown (proctrack/cgroup) or untracked (proctrack/linuxproc). So wait for it.
+trap : TERM
 export OMP_NUM_THREADS="${{OMP_NUM_THREADS:-{threads}}}"
 export MXNET_CPU_WORKER_NTHREADS="${{MXNET_CPU_WORKER_NTHREADS:-1}}"
 """

@@ -125,10 +125,10 @@ _REMOTE_STOP = ("t={tag}; pids() {{ grep -lzxF -- \"$t\" /proc/[0-9]*/environ 2>
 class SrunStarter(_Starter):
     """Run as one SLURM step on the host (inside an allocation): ``srun -N1 -n1 -w HOST --overlap``.
 
-    Teardown: srun forwards the supervisor's SIGTERM to its task, and the tag sweep runs as one more
-    step per node (``srun --overlap sh -c ...``). What becomes of the step of an srun killed outright
-    (SIGKILL) is up to SLURM; at the latest the job's end (the batch script ends with the launcher) kills
-    every process of the job.
+    Teardown: srun forwards the supervisor's SIGTERM to its task, and the tag sweep runs as one more step
+    per node (``srun --overlap sh -c ...``). The task of an srun killed outright (SIGKILL) runs on until
+    the tag sweep stops it, or until the job ends (SLURM 22.05); the job ends with the batch script, which
+    ends with this launcher, and SLURM then kills every process of the job.
     """
     name = "srun"
 

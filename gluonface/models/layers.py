@@ -7,11 +7,23 @@ from mxnet.gluon import nn
 BN_EPS = 2e-5
 
 
-def conv_bn(channels, kernel, stride=1, pad=0, groups=1, act=True):
-    """Conv (no bias) → BatchNorm → optional per-channel PReLU, as one HybridSequential."""
+def conv_bn(channels, kernel, stride=1, pad=0, groups=1, act=True, flatten=False):
+    """Conv (no bias) → BatchNorm → optional per-channel PReLU, as one HybridSequential.
+
+    ``flatten=True`` is for a convolution whose output map is 1×1 (MobileFaceNet's global depthwise conv):
+    the ``(N, C, 1, 1)`` output is flattened to ``(N, C)`` *before* the BatchNorm, which normalises the same
+    C channels. Why: MXNet 1.9.1 caches its oneDNN BatchNorm primitives per thread under a key that does not
+    tell a channels-last ``(N, C, 1, 1)`` input (what oneDNN's AVX-512 convolutions emit) from a 2-D
+    ``(N, C)`` input, which it reshapes to ``(N, C, 1, 1)``. A later 2-D BatchNorm of the same N and C (the
+    embedding head's) then gets the channels-last primitive, cannot create its output memory and the process
+    dies with a segmentation fault. AVX2 convolutions emit a blocked layout whose key differs, so only
+    AVX-512 CPUs crash. A BatchNorm never sees a 1×1 map in gluonface's networks.
+    """
     seq = nn.HybridSequential(prefix="")
-    seq.add(nn.Conv2D(channels, kernel, stride, pad, groups=groups, use_bias=False),
-            nn.BatchNorm(epsilon=BN_EPS))
+    seq.add(nn.Conv2D(channels, kernel, stride, pad, groups=groups, use_bias=False))
+    if flatten:
+        seq.add(nn.Flatten())
+    seq.add(nn.BatchNorm(epsilon=BN_EPS))
     if act:
         seq.add(ChannelPReLU(channels))
     return seq

@@ -2,7 +2,7 @@
 
 conv3×3 s2 64 → dw3×3 64 → [bottleneck s2 → residual bottlenecks] ×3 stages (64/128/128 channels, 4/6/2
 residual blocks, expansion 2/2/4 at the downsampling blocks) → conv1×1 512 → global depthwise conv (linear)
-→ embedding head. About 1.2 M parameters with a 512-d head.
+→ flatten → embedding head (the GDC's BatchNorm runs on the flattened ``(N, 512)``: see ``conv_bn``). About 1.2 M parameters with a 512-d head.
 """
 from mxnet import gluon
 from mxnet.gluon import nn
@@ -55,5 +55,5 @@ def mobilefacenet(embedding_size, head, dropout, input_norm, input_size=112, **k
     _stage(features, 128, 512, 2, 256)
     k = _final_map_size(input_size)
     features.add(conv_bn(512, 1, act=True),
-                 conv_bn(512, k, 1, 0, groups=512, act=False))  # global depthwise conv (GDC)
+                 conv_bn(512, k, 1, 0, groups=512, act=False, flatten=True))  # global depthwise conv (GDC)
     return FaceNet(features, embedding_size, head, dropout, input_norm, prefix="mobilefacenet_")

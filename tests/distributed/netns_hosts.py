@@ -9,8 +9,10 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -70,6 +72,63 @@ def linked_namespaces(names, tag):
                 f.write(_hosts_text(names, addrs, addr))
         yield addrs
     finally:
+        stop_processes_in(created)
         for ns in created:
             _ip("netns", "del", ns)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+
+
+def on_host(ns, argv, *, hostname=None, binds=(), daemon=False):
+    """The argv that runs ``argv`` as if on host ``ns``, the way everything of the real-tool tests runs there.
+
+    Inside the namespace's network (and its ``/etc/netns/<ns>`` files over ``/etc``, which ``ip netns exec``
+    mounts), in a new UTS namespace whose host name is ``hostname`` (default: ``ns``), and in a private mount
+    namespace with each ``(source, target)`` of ``binds`` bind-mounted: one path, a different directory on
+    each host, the way each cluster node has its own ``/run/munge``. Every child inherits all of it.
+    ``daemon``: the process gets SIGTERM when the test process dies, even by SIGKILL (every wrapper execs in
+    place, so the parent-death signal reaches the daemon itself).
+    """
+    flat = [path for pair in binds for path in map(str, pair)]
+    script = ('h=$1; n=$2; shift 2; while [ "$n" -gt 0 ]; do mount --bind "$1" "$2" || exit 126; shift 2; '
+              'n=$((n-1)); done; hostname "$h" && exec "$@"')
+    prefix = ["setpriv", "--pdeathsig", "TERM", "--"] if daemon else []
+    return prefix + ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--", "/bin/sh", "-c", script,
+                     "on_host", hostname or ns, str(len(binds)), *flat, *map(str, argv)]
+
+
+def processes_in(names):
+    """Pids of live processes whose network namespace is one of the namespaces ``names``."""
+    inodes = set()
+    for ns in names:
+        with contextlib.suppress(OSError):
+            inodes.add(f"net:[{os.stat(f'/var/run/netns/{ns}').st_ino}]")
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") in inodes and alive(pid):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid):
+    """True if process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_processes_in(names, grace=3.0):
+    """SIGKILL every process still inside the namespaces ``names`` (a test's or daemon's leftovers) and wait
+    up to ``grace`` seconds for them to go, so deleting the namespaces really frees them. Returns the pids."""
+    pids = processes_in(names)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while processes_in(names) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pids

@@ -22,7 +22,7 @@ from partial_fc_hvd_worker import D, E, OPT, backbone_init, global_batches  # no
 
 from gluonface.dist import init_dist, make_trainer  # noqa: E402
 from gluonface.losses.partial_fc import build_partial_fc  # noqa: E402
-from gluonface.losses.partial_fc_kvstore import PartialFCKVStore  # noqa: E402
+from gluonface.losses.partial_fc.kvstore import PartialFCKVStore  # noqa: E402
 
 
 def build(dist_ctx, loss, num_classes, seed, n, backbone=None):

@@ -1,10 +1,8 @@
-"""The ssh starter end to end: real jobs over a stand-in ssh whose hosts are network namespaces.
+"""The ssh starter end to end over real OpenSSH: an sshd in each network-namespace host (real_sshd.py).
 
-``standins/ssh.py`` parses ssh's options like OpenSSH and runs the one remote command line through the
-login shell inside the namespace named like the host, with a fresh login environment and sshd's teardown
-semantics (killing the client does not kill the remote). The launcher runs inside the first namespace,
-from a working directory whose name has a space and a non-ASCII character, and the worker's arguments
-have both too, so every quoting layer (our ``shlex.quote``, the remote shell, ``env``) is exercised.
+The launcher runs on the first host, from a working directory whose name has a space and a non-ASCII
+character, and the worker's arguments have both too, so every quoting layer (our ``shlex.quote``, the
+remote login shell, ``env``) is exercised; the workers report what they received (env_probe.py).
 """
 import json
 import os
@@ -17,9 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from standins import install
-
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.sshd]
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "dist_step_worker.py")
 PROBE = os.path.join(HERE, "env_probe.py")
@@ -44,25 +40,20 @@ def _leftovers(workdir):
 
 
 @pytest.fixture
-def ssh_site(tmp_path, two_hosts):
-    """Stand-in ssh first on PATH, an odd working directory; kills (by pid) anything a failed test left."""
-    names, addrs, hostfile = two_hosts
+def site(tmp_path, ssh_hosts):
+    """Real sshd hosts, an odd working directory, and the user's environment (LANG is passed by sshd itself)."""
     workdir = tmp_path / "wörk dir"
     workdir.mkdir()
-    bin_dir = install(tmp_path / "bin", ["ssh"], "--standin-log", tmp_path / "ssh.log")
-    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"], GLUONFACE_PROBE_VALUE=ODD_VALUE,
-               GF_NOT_FORWARDED="1")
-    yield names, hostfile, str(workdir), env
-    for pid, _ in _leftovers(str(workdir)) + _leftovers(str(tmp_path)):
-        os.kill(pid, signal.SIGKILL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}   # pytest may itself run over ssh
+    env.update(GLUONFACE_PROBE_VALUE=ODD_VALUE, GF_NOT_FORWARDED="1", LANG="C.UTF-8")
+    yield ssh_hosts, str(workdir), env
 
 
-def _launch_argv(names, hostfile, engine, worker_args, *, logs, starter="ssh"):
+def _launch_argv(hosts, engine, worker_args, *, logs):
     inner = [sys.executable, PROBE, "--probe", "probes", "--", sys.executable, WORKER, *worker_args]
-    return ["ip", "netns", "exec", names[0], sys.executable, "-m", "gluonface", "launch", "-",
-            "--engine", engine, "--workers", "2", "--hosts", str(hostfile), "--starter", starter,
-            "--interface", "gfnet0", "--timeout", "150", "--log-dir", str(logs),
-            "--exec", " ".join(shlex.quote(a) for a in inner)]
+    return hosts.on(0, [sys.executable, "-m", "gluonface", "launch", "-", "--engine", engine, "--workers", "2",
+                        "--hosts", hosts.hostfile, "--interface", "gfnet0", "--timeout", "150", "--log-dir",
+                        str(logs), "--exec", " ".join(shlex.quote(a) for a in inner)])
 
 
 def _probes(workdir):
@@ -76,17 +67,16 @@ def _probes(workdir):
 
 
 @pytest.mark.parametrize("engine", ["kvstore", "horovod"])
-def test_two_host_job_over_ssh(tmp_path, ssh_site, engine):
-    names, hostfile, workdir, env = ssh_site
+def test_two_host_job_over_ssh(tmp_path, site, engine):
+    hosts, workdir, env = site
     out = "out ü"   # relative: only right if the remote `cd` into the working directory happened
-    argv = _launch_argv(names, hostfile, engine, ["--out", out, "--engine", engine, "--steps", "4"],
-                        logs=tmp_path / "logs")
+    argv = _launch_argv(hosts, engine, ["--out", out, "--engine", engine, "--steps", "4"], logs=tmp_path / "logs")
     t0 = time.monotonic()
     proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    print(f"{engine} over ssh: {time.monotonic() - t0:.1f} s")
+    print(f"{engine} over real ssh: {time.monotonic() - t0:.1f} s")
     table = json.loads((tmp_path / "logs" / "processes.json").read_text())
-    assert table["worker-0"]["host"] == names[0] and table["worker-1"]["host"] == names[1]
+    assert table["worker-0"]["host"] == hosts.names[0] and table["worker-1"]["host"] == hosts.names[1]
     assert all(info["job"] == table["worker-0"]["job"] for info in table.values())
 
     probes = _probes(workdir)
@@ -94,12 +84,14 @@ def test_two_host_job_over_ssh(tmp_path, ssh_site, engine):
     for index, record in probes.items():
         assert record["argv"] == [sys.executable, WORKER, "--out", out, "--engine", engine, "--steps", "4"]
         assert record["cwd"] == workdir
-        assert record["hostname"] == names[int(index)]          # really ran on that host
+        assert record["hostname"] == hosts.names[int(index)]     # really ran on that host
         e = record["env"]
+        assert e["SSH_CONNECTION"].split()[2] == hosts.addrs[int(index)]   # ... through its sshd
         assert e["GLUONFACE_PROBE_VALUE"] == ODD_VALUE          # forwarded prefix, quoted intact
-        assert "GF_NOT_FORWARDED" not in e                      # sshd passes nothing else of ours
+        assert "GF_NOT_FORWARDED" not in e                      # sshd passes nothing else of ours ...
+        assert e["LANG"] == "C.UTF-8"                           # ... but LANG (SendEnv/AcceptEnv LANG LC_*)
         assert e["GLUONFACE_JOB"] == table["worker-0"]["job"]
-        assert e["OMP_NUM_THREADS"] == env.get("OMP_NUM_THREADS", "1") and "SSH_CONNECTION" in e
+        assert e["OMP_NUM_THREADS"] == env.get("OMP_NUM_THREADS", "1")
     with np.load(os.path.join(workdir, out, "rank0.npz")) as a, np.load(os.path.join(workdir, out, "rank1.npz")) as b:
         for key in a.files:
             np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7)
@@ -107,15 +99,8 @@ def test_two_host_job_over_ssh(tmp_path, ssh_site, engine):
         result = json.load(f)
     assert result["size"] == 2 and result["eval_after"] < result["eval_before"]
     assert _leftovers(workdir) == []
-    calls = _ssh_calls(tmp_path)
-    for host in names:   # pre-flight (versions, a multi-line script) and the job itself went over ssh
-        assert any(c["host"] == host and "importlib.metadata" in c["command"] for c in calls)
-        assert any(c["host"] == host and "exec env" in c["command"] for c in calls)
-
-
-def _ssh_calls(tmp_path):
-    with open(tmp_path / "ssh.log", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    for i in range(2):   # the pre-flight's version check and the worker: two sessions on each host
+        assert hosts.sessions(i) >= 2, hosts.sshd_log(i)[-2000:]
 
 
 def _wait_for(predicate, timeout, proc):
@@ -127,72 +112,127 @@ def _wait_for(predicate, timeout, proc):
     return predicate()
 
 
-@pytest.mark.parametrize("engine,how", [("kvstore", "remote worker SIGKILL"), ("kvstore", "local ssh client SIGKILL"),
-                                        ("horovod", "remote worker SIGKILL")])
-def test_dead_worker_stops_every_remote_process(tmp_path, ssh_site, engine, how):
-    """ps-lite never notices a dead worker (the others block forever), Horovod's survivors fail; either way
-    the launcher must stop every remote process, although killing an ssh client stops none."""
-    names, hostfile, workdir, env = ssh_site
-    steps = ["--steps", "100000"] if how.startswith("local") else ["--steps", "100000", "--die-at", "3"]
-    argv = _launch_argv(names, hostfile, engine, ["--out", "out", "--engine", engine, *steps],
+def _start_long_job(tmp_path, site, engine, *worker_args):
+    """Start a job that would run for hours; returns (launcher Popen, logs dir) once both workers run."""
+    hosts, workdir, env = site
+    argv = _launch_argv(hosts, engine, ["--out", "out", "--engine", engine, "--steps", "100000", *worker_args],
                         logs=tmp_path / "logs")
     proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    probes = os.path.join(workdir, "probes")
+    if not _wait_for(lambda: os.path.isdir(probes) and len(os.listdir(probes)) >= 2, 120, proc):
+        proc.kill()
+        raise AssertionError("the workers never started:\n" + proc.communicate()[1][-3000:])
+    return proc
+
+
+def _finish(proc, timeout=90):
     try:
-        probes = os.path.join(workdir, "probes")
-        assert _wait_for(lambda: os.path.isdir(probes) and len(os.listdir(probes)) >= 2, 120, proc), \
-            "the workers never started"
-        started = time.monotonic()
-        if how.startswith("local"):
-            time.sleep(3)   # let the workers connect to the servers
-            table = json.loads((tmp_path / "logs" / "processes.json").read_text())
-            os.kill(table["worker-1"]["pid"], signal.SIGKILL)   # the ssh client; its remote worker lives on
-        _, err = proc.communicate(timeout=90)
+        return proc.communicate(timeout=timeout)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@pytest.mark.parametrize("engine,how", [("kvstore", "remote worker SIGKILL"), ("kvstore", "local ssh client SIGKILL"),
+                                        ("horovod", "remote worker SIGKILL")])
+def test_dead_worker_stops_every_remote_process(tmp_path, site, engine, how):
+    """ps-lite never notices a dead worker (the others block forever), Horovod's survivors fail; either way
+    the launcher must stop every remote process, although killing an ssh client stops none."""
+    _, workdir, _ = site
+    proc = _start_long_job(tmp_path, site, engine, *([] if how.startswith("local") else ["--die-at", "3"]))
+    started = time.monotonic()
+    if how.startswith("local"):
+        time.sleep(3)   # let the workers connect to the servers
+        table = json.loads((tmp_path / "logs" / "processes.json").read_text())
+        os.kill(table["worker-1"]["pid"], signal.SIGKILL)   # the ssh client; its remote worker lives on
+    err = _finish(proc)
     assert proc.returncode not in (0, 124), err[-3000:]
     assert "died" in err and "worker-" in err, err[-3000:]
     assert time.monotonic() - started < 60
     assert _leftovers(workdir) == []
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_launcher_stops_every_remote_process(tmp_path, site, sig):
+    """Ctrl-C or SIGTERM to the launcher of a kvstore job (whose processes never end by themselves)."""
+    _, workdir, _ = site
+    proc = _start_long_job(tmp_path, site, "kvstore")
+    time.sleep(2)
+    proc.send_signal(sig)   # ip netns exec, unshare and sh exec in place: this is the launcher's pid
+    t0 = time.monotonic()
+    err = _finish(proc, timeout=60)
+    print(f"{sig.name}: launcher ended after {time.monotonic() - t0:.1f} s")
+    assert proc.returncode != 0, err[-3000:]
+    assert _leftovers(workdir) == [], err[-3000:]
+
+
 @pytest.mark.parametrize("tty", [False, True])
-def test_standin_ssh_client_death_leaves_the_remote_running_unless_it_has_a_terminal(ssh_site, tty):
-    """The property the teardown test relies on, checked on the stand-in itself (as with OpenSSH)."""
-    names, _, workdir, env = ssh_site
+def test_openssh_client_death_leaves_the_remote_running_unless_it_has_a_terminal(site, tty):
+    """The OpenSSH behaviour the launcher's remote teardown exists for: without a terminal, killing the
+    client does not stop the remote command (sshd sends it no signal); with one (-tt), it is hung up."""
+    hosts, workdir, env = site
     remote = f"cd {shlex.quote(workdir)} && exec sleep 60"
-    client = subprocess.Popen(["ssh", *(["-tt"] if tty else []), "-o", "BatchMode=yes", names[1], remote],
-                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
+    client = subprocess.Popen(hosts.on(0, ["ssh", *(["-tt"] if tty else []), "-o", "BatchMode=yes", hosts.names[1],
+                                           remote]), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              start_new_session=True)
     try:
         assert _wait_for(lambda: len(_leftovers(workdir)) == 1, 30, client)
         client.kill()
         client.wait()
+        deadline = time.monotonic() + 5
+        while _leftovers(workdir) and tty and time.monotonic() < deadline:
+            time.sleep(0.1)
         time.sleep(1)
-        assert len(_leftovers(workdir)) == (0 if tty else 1)   # a pty hangs up (SIGHUP); pipes do not
+        assert len(_leftovers(workdir)) == (0 if tty else 1)
     finally:
         client.kill()
         client.wait()
+        for pid, _ in _leftovers(workdir):
+            os.kill(pid, signal.SIGKILL)
 
 
-def test_elastic_horovod_over_horovodruns_own_ssh(tmp_path, ssh_site):
-    """--elastic runs horovodrun, which reaches the second host with its own ssh command line (options after
-    the host, one quoted remote command); a worker there dies and the survivor finishes alone."""
-    names, hostfile, _, env = ssh_site
-    out = tmp_path / "out"
-    worker = [sys.executable, os.path.join(HERE, "elastic_worker.py"), "--out", str(out), "--steps", "60",
-              "--commit-every", "10", "--die-at", "25"]
+def test_elastic_horovod_over_horovodruns_own_ssh(tmp_path, site):
+    """--elastic runs horovodrun, which reaches the second host with its own ssh command line; the worker
+    there dies and the survivor (local to horovodrun) finishes alone."""
+    hosts, _, env = site
+    out, probes = tmp_path / "out", tmp_path / "probes"
+    worker = [sys.executable, PROBE, "--probe", str(probes), "--", sys.executable,
+              os.path.join(HERE, "elastic_worker.py"), "--out", str(out), "--steps", "60", "--commit-every", "10",
+              "--die-at", "25"]
     # horovodrun's remote `cd` does not quote the directory (horovod/runner/gloo_run.py), so no odd cwd here
-    argv = ["ip", "netns", "exec", names[0], sys.executable, "-m", "gluonface", "launch", "-", "--engine",
-            "horovod", "--elastic", "--workers", "2", "--min-workers", "1", "--hosts", str(hostfile),
-            "--interface", "gfnet0", "--timeout", "150", "--log-dir", str(tmp_path / "logs"),
-            "--exec", " ".join(shlex.quote(a) for a in worker)]
+    argv = hosts.on(0, [sys.executable, "-m", "gluonface", "launch", "-", "--engine", "horovod", "--elastic",
+                        "--workers", "2", "--min-workers", "1", "--hosts", hosts.hostfile, "--interface", "gfnet0",
+                        "--timeout", "150", "--log-dir", str(tmp_path / "logs"),
+                        "--exec", " ".join(shlex.quote(a) for a in worker)])
+    sessions_before = hosts.sessions(1)   # the pre-flight's
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(out / "result.json") as f:
         result = json.load(f)
     assert result["step"] == 60 and result["sizes"] == [2, 1] and result["final_size"] == 1
-    remote = [c for c in _ssh_calls(tmp_path) if "elastic_worker.py" in c["command"]]
-    assert [c["host"] for c in remote] == [names[1]]   # the first host is local to horovodrun, no ssh
-    assert remote[0]["argv"][:5] == ["-o", "PasswordAuthentication=no", "-o", "StrictHostKeyChecking=no", names[1]]
+    records = [json.loads(p.read_text()) for p in probes.glob("[0-9]*.json")]
+    assert sorted(r["hostname"] for r in records) == hosts.names
+    for record in records:   # the second host's worker came through its sshd, the first host's did not
+        via_ssh = record["env"].get("SSH_CONNECTION", "").split()[2:3]
+        assert via_ssh == ([hosts.addrs[1]] if record["hostname"] == hosts.names[1] else [])
+    assert hosts.sessions(1) > sessions_before
     assert _leftovers(str(tmp_path)) == []
+
+
+def test_doctor_probes_every_host_over_ssh(tmp_path, site):
+    """``gluonface doctor --hosts`` runs ``doctor --json`` on each host through sshd and compares versions;
+    a host where the remote python is missing is reported unreachable with its fix."""
+    hosts, _, env = site
+    argv = [sys.executable, "-m", "gluonface", "doctor", "--run-dir", str(tmp_path), "--hosts", hosts.hostfile]
+    ok = subprocess.run(hosts.on(0, argv + ["--remote-python", sys.executable]), env=env, capture_output=True,
+                        text=True, timeout=200)
+    assert "Traceback" not in ok.stderr, ok.stderr[-3000:]
+    for name in hosts.names:
+        assert f"host {name}\n" in ok.stdout and "reachable" not in ok.stdout, ok.stdout[-3000:]
+    assert "[ok  ] same gluonface" in ok.stdout and "[ok  ] same mxnet" in ok.stdout, ok.stdout[-3000:]
+    assert all(hosts.sessions(i) == 1 for i in range(2))
+    bad = subprocess.run(hosts.on(0, argv + ["--remote-python", "/nonexistent/python"]), env=env,
+                         capture_output=True, text=True, timeout=200)
+    assert bad.returncode == 1 and bad.stdout.count("[FAIL] reachable") == 2, bad.stdout[-3000:]
+    assert f"check `ssh {hosts.names[1]}` works" in bad.stdout

@@ -15,7 +15,7 @@ import partial_fc_reference as ref  # noqa: E402
 from partial_fc_hvd_worker import E, backbone_init, global_batches  # noqa: E402
 
 from gluonface.launch.job import LaunchRequest, launch  # noqa: E402
-from gluonface.losses.partial_fc_shard import init_rows  # noqa: E402
+from gluonface.losses.partial_fc.shard import init_rows  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "partial_fc_hvd_worker.py")

@@ -117,29 +117,17 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}:{k}")
 
 
-@pytest.mark.slow
-def test_bf16_amp_run(tmp_path):
-    """bf16 trains where oneDNN has bf16 kernels (AVX-512); elsewhere the run is refused up front with
-    the fix instead of failing at the first step (this CI machine is AVX2-only)."""
-    import mxnet as mx
-    from gluonface.precision import lowp_supported
+def test_bf16_training_is_refused_up_front_and_auto_trains_float32(tmp_path):
+    """train.amp=bf16 is refused before anything is built, with the measured reason and the fix (bf16
+    gradients miss float32's by more than the bar, gluonface.precision); train.amp=auto trains float32."""
     rec = make_rec(str(tmp_path / "data" / "train"))
-    cfg = write_config(tmp_path, rec, train={"amp": "bf16", "max_steps": 6})
+    cfg = write_config(tmp_path, rec, train={"amp": "bf16", "max_steps": 2})
     r = gluonface("train", cfg)
-    if not lowp_supported("bf16", mx.cpu()):
-        assert r.returncode == 2 and "bfloat16" in r.stderr and "fix:" in r.stderr, r.stderr
-        assert "Traceback" not in r.stderr
-        auto = gluonface("train", cfg, "--set", "train.amp=auto", "--set", f"train.run_dir={tmp_path / 'auto'}")
-        assert auto.returncode == 0, auto.stderr
-        assert "training in float32" in auto.stdout
-        return
-    assert r.returncode == 0, r.stderr
-    import json
-    rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
-    losses = [r["loss"] for r in rows if r["kind"] == "train"]
-    assert len(losses) == 3 and all(np.isfinite(losses))
-    params = load_params(str(tmp_path / "run" / "checkpoints" / "step-00000006" / "backbone.params"))
-    assert all(v.dtype == np.float32 for v in params.values())   # master weights stay float32
+    assert r.returncode == 2 and "bfloat16 training is refused" in r.stderr and "fix:" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run" / "checkpoints").exists()
+    auto = gluonface("train", cfg, "--set", "train.amp=auto", "--set", f"train.run_dir={tmp_path / 'auto'}")
+    assert auto.returncode == 0, auto.stderr
+    assert "training in float32" in auto.stdout
 
 
 def test_headerless_rec_and_resume_auto_without_checkpoint(tmp_path, capsys):

@@ -20,6 +20,7 @@ from gluonface.engine.checkpoint import load_backbone, save_best
 from gluonface.evaluate.verification import verification_metrics
 from gluonface.export.embedder import FaceEmbedder
 from gluonface.models import get_model
+from tolerance import assert_same_direction
 
 N_IDS, PER_ID = 8, 4
 
@@ -157,7 +158,7 @@ def test_embed_cli_writes_npy(world, tmp_path):
     paths = (tmp_path / "e.txt").read_text().split()
     assert len(paths) == PER_ID + 1 and paths[-1].endswith("id1/0.png")
     ref = FaceEmbedder.from_path(str(root / "model" / "m")).embed(np.stack(ids[0] + [ids[1][0]]))
-    np.testing.assert_allclose(e, ref, atol=1e-6)
+    assert_same_direction(e, ref)   # the CLI batches the images differently (tests/tolerance.py)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
 
 
@@ -182,3 +183,30 @@ def test_bad_inputs_give_clean_errors(world, tmp_path, capsys):
         assert words in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nothing"), "--bin", str(root / "pairs.bin")]) == 2
     assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_onnx_input_conventions_through_eval_and_embed(world, tmp_path, capsys):
+    """`--onnx-input normalized` writes a graph fed (x - 127.5) / 127.5; eval and embed read its metadata and
+    give what the symbol gives, as they do for the default raw file."""
+    root, run, ids, _ = world
+    capsys.readouterr()
+    assert main(["export", run, str(tmp_path / "norm" / "m"), "--onnx-input", "normalized"]) == 0
+    assert "ONNX input: normalized, feed (RGB - 127.5) / 127.5" in capsys.readouterr().out
+    meta = json.load(open(tmp_path / "norm" / "export.json"))
+    assert meta["onnx_input"] == {"convention": "normalized", "mean": 127.5, "std": 127.5, "color_order": "RGB"}
+    assert json.load(open(root / "model" / "export.json"))["onnx_input"]["convention"] == "raw"
+    ref = FaceEmbedder.from_path(str(root / "model" / "m")).embed(np.stack(ids[0]))
+    results = {}
+    for name, model in (("raw", root / "model" / "m.onnx"), ("normalized", tmp_path / "norm" / "m.onnx")):
+        out = tmp_path / f"{name}.npy"
+        assert main(["embed", str(root / "faces" / "id0"), "--model", str(model), "--out", str(out),
+                     "--no-progress"]) == 0
+        assert np.sum(np.load(out) * ref, axis=1).min() > 0.9999
+        assert main(["eval", str(model), "--bin", str(root / "pairs.bin"), "--out", str(tmp_path / name),
+                     "--no-progress"]) == 0
+        assert f"({name} convention, from metadata)" in capsys.readouterr().out
+        res = json.load(open(tmp_path / name / "eval.json"))
+        assert res["model"]["onnx_input"]["convention"] == name
+        results[name] = res["verification"]["pairs"]
+    assert results["raw"]["accuracy"] == pytest.approx(results["normalized"]["accuracy"])
+    assert results["raw"]["auc"] == pytest.approx(results["normalized"]["auc"], abs=1e-4)

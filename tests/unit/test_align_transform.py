@@ -32,6 +32,11 @@ def test_template_sizes():
     np.testing.assert_allclose(t96[:, 1], ARCFACE_112[:, 1])
     np.testing.assert_allclose(arcface_template(224), ARCFACE_112 * 2)
     np.testing.assert_allclose(arcface_template((56, 56)), ARCFACE_112 / 2)
+    # insightface's estimate_norm for sides that are multiples of 128 but not of 112: 112 scale x S/128, +8 x.
+    np.testing.assert_allclose(arcface_template(128), ARCFACE_112 + [8.0, 0.0])
+    np.testing.assert_allclose(arcface_template(256), ARCFACE_112 * 2 + [16.0, 0.0])
+    np.testing.assert_allclose(arcface_template(896), ARCFACE_112 * 8)  # both: the multiple of 112 rule
+    np.testing.assert_allclose(arcface_template("128x112"), ARCFACE_112 * 128 / 112 - [8.0, 0.0])
 
 
 def test_parse_size():

@@ -106,6 +106,11 @@ def test_bad_value_from_override_names_set(tmp_path):
     assert "optim.momentum" in str(e.value) and "--set optim.momentum" in str(e.value)
     with pytest.raises(GluonFaceError, match=r"train\.amp.*bf16"):
         load_config(path, ["train.amp=fp8"])
+    # YAML reads a bare `off` as false: train.amp takes it as the word it is, in a --set and in a file.
+    assert load_config(path, ["train.amp=off"]).train.amp == "off"
+    assert load_config(write(tmp_path, "off.yaml", "train:\n  amp: off\n")).train.amp == "off"
+    with pytest.raises(GluonFaceError, match=r"train\.amp"):
+        load_config(path, ["train.amp=on"])
     with pytest.raises(GluonFaceError, match="section.key=value"):
         load_config(path, ["lr=0.1"])
 

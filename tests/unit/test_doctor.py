@@ -1,7 +1,9 @@
-"""gluonface doctor: verdicts from facts, host comparison, and the ssh probe path (with a local fake ssh)."""
+"""gluonface doctor: verdicts from facts and host comparison.
+
+The ssh probe (`doctor --hosts`) runs over real sshd in tests/distributed/test_dist_ssh.py.
+"""
 import json
 import os
-import stat
 import subprocess
 import sys
 
@@ -55,20 +57,37 @@ def test_compare_hosts_flags_mismatch_only():
     assert rows["same numpy"].status == "ok"
 
 
-def test_remote_probe_through_ssh_transport(tmp_path):
-    # A stand-in for ssh that drops its options and the host name and runs the command here.
-    fake = tmp_path / "fake-ssh"
-    fake.write_text("#!/bin/sh\nwhile [ \"$1\" = -o ]; do shift 2; done\nshift\nexec \"$@\"\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    facts, err = doctor.remote_probe("node1", python=sys.executable, ssh=(str(fake), "-o", "BatchMode=yes"))
-    assert err == "" and facts["mxnet"] == doctor.probe(".")["mxnet"]
-    facts, err = doctor.remote_probe("node1", python="/nonexistent/python", ssh=(str(fake),))
-    assert facts is None and err
-
-
 def test_cli_exit_status():
-    res = subprocess.run([sys.executable, "-m", "gluonface", "doctor", "--run-dir", os.getcwd()],
+    res = subprocess.run([sys.executable, "-m", "gluonface", "doctor", "--quick", "--run-dir", os.getcwd()],
                          capture_output=True, text=True)
     assert res.returncode in (0, 1)
     assert "mxnet" in res.stdout and "result:" in res.stdout
+    for row in ("CPU", "fp32 train", "bf16 train", "bf16 infer", "INT8 infer"):
+        assert f"] {row} " in res.stdout, row
     assert res.returncode == (1 if "[FAIL]" in res.stdout else 0)
+
+
+def test_compute_paths_are_judged_by_their_numbers():
+    from gluonface.machine import RELEVANT_FLAGS, cpu_facts
+    facts = doctor.probe(".", paths=True)
+    assert set(facts["cpu"]["flags"]) <= set(RELEVANT_FLAGS) and facts["cpu"] == cpu_facts()
+    paths = facts["paths"]
+    assert paths["fp32 train"]["status"] == "ok" and "float64" in paths["fp32 train"]["detail"]
+    assert paths["bf16 train"]["status"] == "off" and "refused" in paths["bf16 train"]["detail"]
+    from gluonface.precision import lowp_supported
+    assert (paths["bf16 infer"]["status"] == "ok") == lowp_supported("bf16")
+    assert paths["INT8 infer"]["status"] == "ok", paths["INT8 infer"]   # the CPU wheel has oneDNN INT8
+    rows = _by_name(doctor.checks(facts))
+    assert rows["bf16 train"].status == "off" and "float32" in rows["bf16 train"].fix
+    broken = dict(facts, paths=dict(paths, **{"forward mobilefacenet": {"status": "fail",
+                                                                        "detail": "crashed: killed by signal 11"}}))
+    row = _by_name(doctor.checks(broken))["forward mobilefacenet"]
+    assert row.status == "fail" and "signal 11" in row.detail and row.fix
+
+
+def test_backbone_check_survives_a_failing_child_and_goes_on():
+    from gluonface.machine import backbone_checks
+    got = backbone_checks(["no_such_backbone", "iresnet_tiny"])
+    assert got["iresnet_tiny"] == (True, "forward + backward, batch 2")
+    ok, detail = got["no_such_backbone"]
+    assert not ok and "crashed" in detail and "unknown model" in detail

@@ -12,6 +12,8 @@ from gluonface.export.symbol import embedding_symbol, symbol_block
 from gluonface.models import get_model
 from test_models_oracle import _randomise, _ref_block  # the NumPy evaluation of gluonface's blocks
 
+pytestmark = pytest.mark.cpu_paths   # run again on the AVX2 code path (pytest.ini)
+
 RNG = np.random.default_rng(5)
 ONEDNN = mx.runtime.Features().is_enabled("MKLDNN")
 
@@ -98,3 +100,37 @@ def test_rewrites_that_would_not_be_exact_are_left_alone():
     _close(_run(sym, arg, aux, x), want)
     _close(_run(*folded, x), want)
     _close(_run(*lower_for_onednn(*folded, input_shape=(1, 3, 8, 8)), x), want)
+
+
+def test_mobilefacenet_folds_every_batchnorm_including_the_flattened_gdc():
+    """MobileFaceNet's global depthwise conv flattens before its BatchNorm (a oneDNN crash on AVX-512 CPUs,
+    see ``models.layers.conv_bn``); folding looks through that Flatten, so no BatchNorm is left."""
+    net = get_model("mobilefacenet", embedding_size=16, input_size=64)
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 64, 64)))
+    _randomise(net)
+    x = RNG.uniform(0, 255, (3, 3, 64, 64))
+    want = _ref_block(net.output, _ref_block(net.features, (x - 127.5) / 128.0))
+    traced = embedding_symbol(net)
+    folded = fold_for_inference(*traced, input_shape=(1, 3, 64, 64))
+    before, after = _ops(traced[0]), _ops(folded[0])
+    assert before["BatchNorm"] > 40 and before["Flatten"] == 1
+    assert after.get("BatchNorm", 0) == 0 and after["Flatten"] == 1
+    _close(_run(*folded, x), want)
+    _close(_run(*lower_for_onednn(*folded, input_shape=(1, 3, 64, 64)), x), want)
+
+
+def test_pure_scale_folds_into_a_padded_conv():
+    """``x * s`` before a padded convolution is exact to fold (zero padding stays zero); a shift is not."""
+    d = mx.sym.var("data")
+    sym = mx.sym.Convolution(d * 0.99609375, kernel=(3, 3), pad=(1, 1), num_filter=4, no_bias=True, name="c0")
+    w = RNG.normal(0, 0.5, (4, 3, 3, 3))
+    arg = {"c0_weight": mx.nd.array(w)}
+    x = RNG.uniform(-1, 1, (2, 3, 8, 8))
+    want = ref.conv2d(x * 0.99609375, w, np.zeros(4), pad=1)
+    folded = fold_for_inference(sym, arg, {}, (1, 3, 8, 8))
+    ops = _ops(folded[0])
+    assert "_mul_scalar" not in ops and ops["Convolution"] == 1
+    _close(_run(*folded, x), want)
+    shifted = mx.sym.Convolution(d * 0.5 + 1.0, kernel=(3, 3), pad=(1, 1), num_filter=4, no_bias=True, name="c0")
+    assert _ops(fold_for_inference(shifted, arg, {}, (1, 3, 8, 8))[0])["_plus_scalar"] == 1

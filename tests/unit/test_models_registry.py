@@ -5,6 +5,7 @@ import pytest
 
 from gluonface.errors import GluonFaceError
 from gluonface.models import get_model, list_models
+from tolerance import assert_close_scaled
 
 # Deep variants share every block class with a fast representative (iresnet18, gluoncv:resnet18_v1b,
 # gluoncv:mobilenetv2_1.0); their parity/export run is kept but marked slow (tens of seconds on 2 cores).
@@ -71,11 +72,11 @@ def _parity_and_export(name, tmp_path):
     eager = net(x).asnumpy()
     net.hybridize(static_alloc=True, static_shape=True)
     hybrid = net(x).asnumpy()
-    np.testing.assert_allclose(hybrid, eager, rtol=1e-4, atol=1e-4)
+    assert_close_scaled(hybrid, eager)
     prefix = str(tmp_path / "net")
     net.export(prefix)
     loaded = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
-    np.testing.assert_allclose(loaded(x).asnumpy(), eager, rtol=1e-4, atol=1e-4)
+    assert_close_scaled(loaded(x).asnumpy(), eager)
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if n not in BIG])
@@ -98,7 +99,7 @@ def test_input_norm_in_graph_equals_normalising_outside():
     pre(x)
     for (_, a), (_, b) in zip(sorted(raw.collect_params().items()), sorted(pre.collect_params().items())):
         b.set_data(a.data())
-    np.testing.assert_allclose(pre((x - 127.5) / 128.0).asnumpy(), raw(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    assert_close_scaled(pre((x - 127.5) / 128.0).asnumpy(), raw(x).asnumpy())
 
 
 def test_heads_E_dropout_and_FC():

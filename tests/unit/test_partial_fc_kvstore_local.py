@@ -16,9 +16,9 @@ import partial_fc_reference as ref  # noqa: E402
 
 from gluonface.dist.context import KVHandle  # noqa: E402
 from gluonface.errors import GluonFaceError  # noqa: E402
-from gluonface.losses.partial_fc_kvstore import PartialFCKVStore  # noqa: E402
-from gluonface.losses.partial_fc_server import PartialFCServerSGD  # noqa: E402
-from gluonface.losses.partial_fc_shard import init_rows  # noqa: E402
+from gluonface.losses.partial_fc.kvstore import PartialFCKVStore  # noqa: E402
+from gluonface.losses.partial_fc.server import PartialFCServerSGD  # noqa: E402
+from gluonface.losses.partial_fc.shard import init_rows  # noqa: E402
 
 OPT = {"learning_rate": 0.1, "momentum": 0.9, "wd": 5e-4}
 

@@ -14,7 +14,7 @@ import partial_fc_reference as ref  # noqa: E402
 
 from gluonface.errors import GluonFaceError  # noqa: E402
 from gluonface.losses.partial_fc import build_partial_fc  # noqa: E402
-from gluonface.losses.partial_fc_horovod import PartialFCHorovod  # noqa: E402
+from gluonface.losses.partial_fc.horovod import PartialFCHorovod  # noqa: E402
 
 MARGINS = [(16.0, 1.0, 0.5, 0.0), (16.0, 1.0, 0.0, 0.4), (30.0, 1.0, 0.3, 0.2)]
 

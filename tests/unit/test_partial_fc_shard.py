@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gluonface.errors import GluonFaceError
-from gluonface.losses.partial_fc_shard import (init_rows, num_sampled, sample_rows, shard_range,
+from gluonface.losses.partial_fc.shard import (init_rows, num_sampled, sample_rows, shard_range,
                                                step_rng)
 
 

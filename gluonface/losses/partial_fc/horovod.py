@@ -5,7 +5,7 @@ all-gather the features ``(N, E)`` and labels; pick this shard's rows (all of th
 plus random negatives when ``sample_rate < 1``); margin logits ``(N, K)``; softmax over all shards with a
 global max and sum (allreduce); per-sample loss of this rank's own samples. Backward: the softmax
 gradient of every sample into this shard's centres, and the feature gradients summed over shards back
-to the rank that owns each sample. See ``partial_fc_ops`` for the gradient scaling.
+to the rank that owns each sample. See ``ops`` for the gradient scaling.
 
 The centres (and their optimizer state) never leave the rank: train them with a *local* trainer
 (``make_trainer``) and checkpoint them per rank (``save_checkpoint``).
@@ -16,9 +16,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from gluonface.losses.partial_fc_comm import LocalComm
-from gluonface.losses.partial_fc_ops import AllGatherRows, MarginSoftmaxCE, shard_cosine
-from gluonface.losses.partial_fc_shard import init_rows, num_sampled, sample_rows, shard_range, step_rng
+from gluonface.losses.partial_fc.comm import LocalComm
+from gluonface.losses.partial_fc.ops import AllGatherRows, MarginSoftmaxCE, shard_cosine
+from gluonface.losses.partial_fc.shard import init_rows, num_sampled, sample_rows, shard_range, step_rng
 
 
 class PartialFCHorovod(gluon.Block):

@@ -12,7 +12,7 @@ A ps-lite server holds ONE updater for all keys, so this optimizer serves every 
 * any other key (backbone trainer with ``update_on_kvstore=False``, metric collectives): the stored
   value becomes the merged sum of the pushes, exactly what a server without an updater does.
 
-``ServerTrainer`` (``partial_fc_kvstore``) sends it with a constant learning rate and re-sends it when
+``ServerTrainer`` (``kvstore``) sends it with a constant learning rate and re-sends it when
 the worker-side schedule changes the rate: a scheduler never has to be unpickled on a server (gluoncv's
 cannot be imported there), and the state that must survive a re-send is in the momentum key.
 """

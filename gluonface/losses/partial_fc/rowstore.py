@@ -16,7 +16,7 @@ import numpy as np
 from mxnet import nd
 
 from gluonface.errors import GluonFaceError
-from gluonface.losses.partial_fc_shard import init_rows
+from gluonface.losses.partial_fc.shard import init_rows
 
 BLOCK_BYTES = 256 * 2 ** 20
 MARKER = 1e30

@@ -4,7 +4,7 @@ Per step each worker pulls only the rows it needs (``row_sparse_pull``: its batc
 ``ceil(sample_rate · C)`` minus those, random negatives), computes the margin softmax of its own samples
 over those rows, and pushes the row-sparse gradient; the servers sum the workers' pushes and run
 ``PartialFCServerSGD`` on the touched rows. Worker memory for the classifier is O(rows pulled · E): the
-matrix is kept as blocks of rows (``partial_fc_rowstore``), so even rank 0, which initialises the
+matrix is kept as blocks of rows (``rowstore``), so even rank 0, which initialises the
 servers and writes checkpoints, holds one 256 MB block at a time.
 
 Why not a Gluon ``Parameter(stype='row_sparse')`` and a second ``gluon.Trainer``: the parameter would
@@ -17,11 +17,11 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from gluonface.errors import GluonFaceError
-from gluonface.losses.partial_fc_comm import LocalComm
-from gluonface.losses.partial_fc_ops import MarginSoftmaxCE, shard_cosine
-from gluonface.losses.partial_fc_rowstore import RowStore
-from gluonface.losses.partial_fc_server import PartialFCServerSGD
-from gluonface.losses.partial_fc_shard import num_sampled, sample_rows, step_rng
+from gluonface.losses.partial_fc.comm import LocalComm
+from gluonface.losses.partial_fc.ops import MarginSoftmaxCE, shard_cosine
+from gluonface.losses.partial_fc.rowstore import RowStore
+from gluonface.losses.partial_fc.server import PartialFCServerSGD
+from gluonface.losses.partial_fc.shard import num_sampled, sample_rows, step_rng
 
 
 class PartialFCKVStore(gluon.Block):

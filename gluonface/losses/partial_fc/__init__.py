@@ -7,6 +7,11 @@
 * ``kvstore``: ``PartialFCKVStore``, the centre matrix on the parameter servers as a row-sparse key,
   each worker pulling only the rows its batch needs (its classes plus sampled negatives).
 
+The package: ``shard`` (which centres a rank owns and which a step samples; NumPy), ``ops`` (the sharded
+margin softmax and all-gather operators), ``comm`` (the collectives, Horovod or in-process), ``horovod`` and
+``kvstore`` (the two variants), ``rowstore`` (the servers' matrix as blocks of rows) and ``server`` (the
+optimizer the parameter servers run on those rows). This module exposes ``build_partial_fc``.
+
 Both blocks share one contract, so the engine loop does not branch on them (``engine/build.py`` and
 ``engine/checkpoint.py`` follow it)::
 
@@ -26,8 +31,6 @@ full margin softmax of a single process on the global batch. Limits: one device 
 ``sub_centers = 1``; on parameter servers SGD only, ``dist.update_on_kvstore = false`` (the servers'
 single updater is Partial FC's, summing every other key) and no fp16 loss scaling.
 """
-import mxnet as mx
-
 from gluonface.errors import GluonFaceError
 
 
@@ -44,6 +47,7 @@ def build_partial_fc(loss_cfg, num_classes, embedding_size, dist_ctx, seed=0):
     Returns:
         ``PartialFCHorovod`` (engines 'horovod' and 'local') or ``PartialFCKVStore`` ('kvstore').
     """
+    import mxnet as mx
     if int(getattr(loss_cfg, "sub_centers", 1)) != 1:
         raise GluonFaceError(f"loss.sub_centers={loss_cfg.sub_centers} is not supported with Partial FC; "
                              "fix: set loss.sub_centers=1 or loss.partial_fc=false")
@@ -55,15 +59,15 @@ def build_partial_fc(loss_cfg, num_classes, embedding_size, dist_ctx, seed=0):
                   easy_margin=bool(loss_cfg.easy_margin))
     rate = float(loss_cfg.sample_rate)
     if dist_ctx.engine == "kvstore":
-        from gluonface.losses.partial_fc_kvstore import PartialFCKVStore
+        from gluonface.losses.partial_fc.kvstore import PartialFCKVStore
         return PartialFCKVStore(num_classes, embedding_size, dist_ctx, sample_rate=rate, seed=seed,
                                 ctx=ctx_list[0], **margin)
-    from gluonface.losses.partial_fc_horovod import PartialFCHorovod
+    from gluonface.losses.partial_fc.horovod import PartialFCHorovod
     if dist_ctx.engine == "horovod":
-        from gluonface.losses.partial_fc_comm import HorovodComm
+        from gluonface.losses.partial_fc.comm import HorovodComm
         comm = HorovodComm()
     else:
-        from gluonface.losses.partial_fc_comm import LocalComm
+        from gluonface.losses.partial_fc.comm import LocalComm
         comm = LocalComm()
     return PartialFCHorovod(num_classes, embedding_size, sample_rate=rate, seed=seed, comm=comm,
                             ctx=ctx_list[0], **margin)

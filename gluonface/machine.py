@@ -1,0 +1,138 @@
+"""This machine's CPU and which compute paths run right on it (``gluonface doctor``, benchmark headers).
+
+MXNet 1.9.1's oneDNN picks its kernels by instruction set (AVX2, AVX-512, AVX-512 BF16/VNNI, AMX), so the
+same graph takes different code paths on different CPUs. Every path is judged here by running it and
+comparing its numbers with a reference, never by the CPU's name:
+
+* fp32 training: a conv → BatchNorm → relu → dense graph, forward and gradients, against float64;
+* bf16 training: refused by design (``gluonface.precision.BF16_TRAINING_REFUSED``);
+* bf16 inference: the same graph in bfloat16 against float32 (``precision.kernel_check``);
+* INT8 inference: a small network quantised with oneDNN and calibrated, against float32;
+* every backbone's forward and backward pass, each in a child process (a kernel crash kills only it).
+"""
+import os
+import platform
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+# CPU flags that decide oneDNN's code paths, as /proc/cpuinfo spells them.
+RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512_fp16", "amx_bf16",
+                  "amx_int8")
+INT8_PROBE_MIN_COSINE = 0.99
+
+
+def cpu_facts():
+    """{'model': str, 'flags': [relevant flags present], 'cores': int} from /proc/cpuinfo (Linux)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": [f for f in RELEVANT_FLAGS if f in flags], "cores": os.cpu_count()}
+
+
+def cpu_line(facts=None):
+    """One line naming the CPU and its relevant flags, e.g. for a benchmark table's header."""
+    facts = facts or cpu_facts()
+    flags = " ".join(facts["flags"]) or "no AVX2"
+    amx = "" if any(f.startswith("amx") for f in facts["flags"]) else ", no AMX"
+    return f"{facts['model']} ({flags}{amx}), {facts['cores']} cores"
+
+
+def fp32_check():
+    """(ok, detail): float32 kernels against float64 on the probe graph (output and every gradient)."""
+    import mxnet as mx
+    from gluonface.precision import _cosine, _probe_graph
+    ref_out, ref_grads = _probe_graph(mx, None, mx.cpu(), dtype="float64")
+    out, grads = _probe_graph(mx, None, mx.cpu())
+    fwd, worst = _cosine(out, ref_out), min(_cosine(g, r) for g, r in zip(grads, ref_grads))
+    ok = fwd > 0.99999 and worst > 0.9999
+    return ok, f"output cosine {fwd:.6f}, worst gradient cosine {worst:.6f} to float64"
+
+
+def int8_check():
+    """(ok, detail): a small conv network quantised by oneDNN (calibrated) against its float32 outputs."""
+    import mxnet as mx
+    if not mx.runtime.Features().is_enabled("MKLDNN"):
+        return False, "this MXNet build has no oneDNN (MKLDNN): no INT8 kernels"
+    from mxnet.contrib.quantization import quantize_model_mkldnn
+    rng = np.random.default_rng(0)
+    data = mx.sym.var("data")
+    h = mx.sym.Convolution(data, kernel=(3, 3), pad=(1, 1), num_filter=16, name="c1")
+    h = mx.sym.Activation(mx.sym.BatchNorm(h, fix_gamma=False, name="bn1"), act_type="relu")
+    h = mx.sym.Convolution(h, kernel=(3, 3), stride=(2, 2), pad=(1, 1), num_filter=32, name="c2")
+    sym = mx.sym.FullyConnected(mx.sym.Activation(h, act_type="relu"), num_hidden=16, name="fc")
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=(8, 3, 16, 16))
+    args = {n: mx.nd.array(rng.normal(0, 0.3, s)) for n, s in zip(sym.list_arguments(), arg_shapes) if n != "data"}
+    aux = {n: mx.nd.array(rng.uniform(0.5, 1.5, s)) for n, s in zip(sym.list_auxiliary_states(), aux_shapes)}
+    calib = rng.uniform(0, 1, (32, 3, 16, 16)).astype(np.float32)
+    try:
+        qsym, qarg, qaux = quantize_model_mkldnn(
+            sym, args, aux, data_names=("data",), label_names=(), ctx=mx.cpu(), calib_mode="naive",
+            calib_data=mx.io.NDArrayIter(calib, batch_size=8), num_calib_examples=32, quantized_dtype="auto",
+            quantize_mode="smart")
+        x = mx.nd.array(rng.uniform(0, 1, (8, 3, 16, 16)))
+
+        def run(s, a, b):
+            return s.bind(mx.cpu(), dict(a, data=x), aux_states=b).forward()[0].asnumpy().astype(np.float64)
+        ref, got = run(sym, args, aux), run(qsym, qarg, qaux)
+    except mx.base.MXNetError as exc:
+        from gluonface.precision import _mx_error_line
+        return False, f"INT8 kernels do not run: {_mx_error_line(exc)}"
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    return bool(cos.min() >= INT8_PROBE_MIN_COSINE), \
+        f"min cosine {cos.min():.4f} to float32 (bar {INT8_PROBE_MIN_COSINE}) on a calibrated probe network"
+
+
+_BACKBONE_CHILD = textwrap.dedent("""
+    import sys, numpy as np, mxnet as mx
+    from gluonface.models import get_model
+    for name in sys.argv[1:]:
+        print("start", name, flush=True)
+        net = get_model(name)
+        net.initialize(mx.init.Xavier(magnitude=2))
+        net.hybridize(static_alloc=True)
+        x = mx.nd.array(np.random.default_rng(0).uniform(0, 255, size=(2, 3, 112, 112)))
+        with mx.autograd.record():
+            e = net(x)
+        e.backward(mx.nd.ones_like(e))
+        ok = np.isfinite(e.asnumpy()).all() and e.shape == (2, 512)
+        print("done" if ok else "bad", name, flush=True)
+""")
+
+
+def backbone_checks(names, timeout=900):
+    """{name: (ok, detail)}: forward + backward at batch 2 (112x112, hybridized) of each backbone, in child
+    processes; a crash names its signal and the next backbone goes on in a new child."""
+    results, todo = {}, list(names)
+    while todo:
+        try:
+            proc = subprocess.run([sys.executable, "-c", _BACKBONE_CHILD, *todo], capture_output=True, text=True,
+                                  timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS="2"))
+        except subprocess.TimeoutExpired:
+            for name in todo:
+                results[name] = (False, f"no answer within {timeout} s")
+            break
+        for line in proc.stdout.splitlines():
+            word, _, name = line.partition(" ")
+            if word in ("done", "bad"):
+                results[name] = (word == "done", "forward + backward, batch 2" if word == "done"
+                                 else "non-finite or mis-shaped output")
+        todo = [n for n in todo if n not in results]
+        if todo:   # the first unfinished one crashed the child
+            # MXNet's own log lines start with a [hh:mm:ss] time stamp; the error is the last other line
+            said = [l for l in proc.stderr.strip().splitlines() if not re.match(r"\[\d\d:\d\d:\d\d\]", l)]
+            how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0 else
+                   (said or [f"exit {proc.returncode}"])[-1][:160])
+            results[todo.pop(0)] = (False, f"crashed: {how}")
+    return results

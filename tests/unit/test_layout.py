@@ -1,0 +1,81 @@
+"""The package's shape: imports point one way (no cycles) and nothing imports the CLI. Read from the source (ast), so lazy imports inside functions count."""
+import ast
+import os
+
+import gluonface
+
+ROOT = os.path.dirname(os.path.abspath(gluonface.__file__))
+
+
+def _module_name(path):
+    rel = os.path.relpath(path, os.path.dirname(ROOT))[:-3].replace(os.sep, ".")
+    return rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _is_module(name):
+    path = os.path.join(os.path.dirname(ROOT), *name.split("."))
+    return os.path.isfile(path + ".py") or os.path.isdir(path)
+
+
+def import_graph():
+    """{module: {gluonface modules it imports anywhere in its source}}."""
+    graph = {}
+    for folder, _, files in os.walk(ROOT):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            module, deps = _module_name(path), set()
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gluonface"):
+                    for alias in node.names:
+                        sub = f"{node.module}.{alias.name}"
+                        deps.add(sub if _is_module(sub) else node.module)
+                elif isinstance(node, ast.Import):
+                    deps.update(a.name for a in node.names if a.name.startswith("gluonface"))
+            # A package's __init__ loading its own submodules (the model registry) is containment, not a
+            # dependency of the package on them.
+            if name == "__init__.py":
+                deps = {d for d in deps if not d.startswith(module + ".")}
+            graph[module] = deps - {module}
+    return graph
+
+
+def _cycle(graph):
+    """One import cycle as a list of modules, or None."""
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                return path[path.index(dep):] + [dep]
+            if dep not in state:
+                found = visit(dep, path + [dep])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles():
+    assert _cycle(import_graph()) is None, " -> ".join(_cycle(import_graph()))
+
+
+def test_the_checker_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_nothing_imports_the_cli():
+    users = [m for m, deps in import_graph().items()
+             if any(d == "gluonface.cli" or d.startswith("gluonface.cli.") for d in deps)
+             and not m.startswith("gluonface.cli") and m != "gluonface.__main__"]
+    assert not users, users
+
