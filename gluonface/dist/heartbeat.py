@@ -12,9 +12,14 @@ the logs and judges progress from them: a stopped process sends nothing, a proce
 sends beats whose step does not advance.
 
 The beats come from a daemon thread, so they keep coming while the main thread waits in MXNet or Horovod
-(those waits release the interpreter lock) and stop when the process is stopped or frozen. The thread is
-also a dead-man switch: when a write fails with EPIPE the launcher is gone (killed outright, so nobody will
-tear the job down): the process stops its own child processes (data-loader workers) and leaves at once.
+(those waits release the interpreter lock) and stop when the process is stopped or frozen.
+
+Dead-man switch: a launcher killed outright tears nothing down, so the process watches for it to be gone
+and then stops its own child processes (data-loader workers) and leaves at once. Two signs: a heartbeat
+write fails with EPIPE (the launcher held the read end), or stdin, a pipe whose write end only the
+launcher holds, reaches end of file. The second is the one that crosses ssh: OpenSSH's client does not
+exit when its own stdout breaks (so the remote side never sees EPIPE), but it does pass end of file on
+its stdin to the remote command; srun and horovodrun's own ssh do the same.
 
 Phases: ``startup`` (imports, connecting to peers, building), ``warmup`` (the first steps after a (re)start,
 compilation included), ``train``, pauses (``checkpoint``, ``verify``, ``commit``, ``reset``: allowed longer
@@ -75,6 +80,8 @@ class Heartbeat:
         if interval:
             self._thread = threading.Thread(target=self._run, name="gluonface-heartbeat", daemon=True)
             self._thread.start()
+            if _is_pipe(0):
+                threading.Thread(target=_watch_lifeline, args=(0,), name="gluonface-lifeline", daemon=True).start()
 
     @property
     def enabled(self):
@@ -150,6 +157,25 @@ class Heartbeat:
             self._set(phase=phase)
             self.beat()
             self._stop.set()
+
+
+def _is_pipe(fd):
+    import stat
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _watch_lifeline(fd):
+    """Read ``fd`` (stdin from the launcher, never written to) until end of file: the launcher is gone."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        return
+    _leave_orphaned()
 
 
 def _leave_orphaned():

@@ -127,7 +127,9 @@ def supervise(specs, starter, *, log_dir, timeout=None, grace=5.0, finish_grace=
         for spec in specs:
             spec = dataclasses.replace(spec, env=dict(spec.env, **{ENV_INTERVAL: f"{liveness.interval:g}"}))
             argv, env = starter.command(spec)
-            popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            # stdin: a pipe nobody writes to, open as long as this launcher lives (the processes' lifeline,
+            # see gluonface.dist.heartbeat: its end of file tells them the launcher is gone)
+            popen = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
             procs.append(_Proc(spec, popen, os.path.join(log_dir, f"{spec.name}.log"), echo, liveness))
         _write_pids(log_dir, procs, getattr(starter, "job_id", None))

@@ -54,6 +54,8 @@ def teardown(procs, grace, sweeps=()):
         signal_group(p.popen, signal.SIGKILL)   # the group may hold children even when the leader is gone
         p.popen.wait()
         p.reader.join(timeout=5)
+        if p.popen.stdin is not None:
+            p.popen.stdin.close()
     for cleanup in remote:
         try:
             cleanup.wait(timeout=grace + 30)

@@ -1,9 +1,8 @@
 """The fault matrix across hosts: faults whose handling involves more than one host, over the ssh starter.
 
-Two network namespaces per cell are the hosts (netns_hosts.py); ``ssh`` on PATH is whatever the ``matrix``
-fixture below installs (today the stand-in of tests/distributed/standins/ssh.py, which keeps real sshd's
-teardown semantics: a remote process outlives its killed client). Cells run two at a time
-(``fault_cells.Batches``), each with its own pair of namespaces. The launcher runs inside the
+Two network namespaces per cell are the hosts (netns_hosts.py), each running a real OpenSSH sshd
+(real_sshd.py, as conftest's ``ssh_hosts``): a remote process outlives its killed ssh client there. Cells run
+two at a time (``fault_cells.Batches``), each with its own pair of hosts. The launcher runs inside the
 first namespace; the victim runs on the second. What is checked beyond the local matrix: the heartbeat of a
 remote process arrives over ssh (a stopped remote worker is a stall), a remote failure's reason is relayed,
 teardown reaches every process on both hosts (found afterwards by the job tag), and when the launcher
@@ -17,11 +16,11 @@ import time
 import pytest
 
 import fault_cells as fc
+import real_sshd
 from gluonface.engine.checkpoint import load_backbone
 from netns_hosts import linked_namespaces
-from standins import install
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.sshd]
 
 STALL_TIMEOUT = 8
 CELLS = [("kvstore", "kill-worker"), ("kvstore", "stop-worker"), ("kvstore", "kill-launcher"),
@@ -42,30 +41,32 @@ def _remote_worker(tag, engine, host):
     return None
 
 
-def run_cell(cell, rec, root, ssh_path, index):
-    """Two fresh hosts, one job, one fault on the second host; returns the evidence ``test_fault_across_hosts``
-    asserts on."""
+def run_cell(cell, rec, root, index):
+    """Two fresh hosts with a real sshd each, one job, one fault on the second host; returns the evidence
+    ``test_fault_across_hosts`` asserts on."""
     engine, fault = cell
     tag = f"{os.getpid() % 10000}{index:02d}"
     names = [f"gf{tag}n1", f"gf{tag}n2"]
     with linked_namespaces(names, tag) as addrs:
-        hostfile = root / "hosts"
-        hostfile.write_text(f"{names[0]} slots=1 addr={addrs[0]}\n{names[1]} slots=1 addr={addrs[1]}\n")
-        return _run(engine, fault, rec, root, ssh_path, names, hostfile)
+        (root / "sshd").mkdir()
+        with real_sshd.sshd_hosts(names, addrs, root / "sshd") as hosts:
+            return _run(engine, fault, rec, root, hosts)
 
 
-def _run(engine, fault, rec, root, ssh_path, names, hostfile):
+def _run(engine, fault, rec, root, hosts):
+    names = hosts.names
     cfg = fc.write_config(root / "cfg.yaml", rec)
     run_dir, logs = str(root / "run"), root / "logs"
-    extra = ["--hosts", str(hostfile), "--interface", "gfnet0"]
+    extra = ["--hosts", hosts.hostfile, "--interface", "gfnet0"]
     if fault == "stop-worker":
         extra += ["--stall-timeout", str(STALL_TIMEOUT)]
     if engine == "elastic":
         extra += ["--set", "train.max_steps=16"]
-    env = dict(os.environ, PATH=ssh_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}   # pytest may itself run over ssh
+    env["LANG"] = "C.UTF-8"
     if fault == "raise":
         env["GLUONFACE_TEST_FAULT"] = "raise,step=5,rank=1"
-    argv = ["ip", "netns", "exec", names[0]] + fc.launcher_argv(cfg, engine, run_dir, logs, *extra)
+    argv = hosts.on(0, fc.launcher_argv(cfg, engine, run_dir, logs, *extra))
     job = fc.Job(argv, logs=logs, run_dir=run_dir, env=env, cwd=str(root))
     ev = {"names": names, "bound": 60 + (STALL_TIMEOUT if fault == "stop-worker" else 0)}
     try:
@@ -97,9 +98,9 @@ def _run(engine, fault, rec, root, ssh_path, names, hostfile):
         except Exception as exc:   # asserted in the test
             ev["loaded_step"] = exc
         if engine == "elastic" and ev["code"] != 0:   # the known native crash of a survivor: resume must finish
-            again = fc.Job(["ip", "netns", "exec", names[0]] + fc.launcher_argv(
-                cfg, engine, run_dir, root / "logs-resume", *extra, "--resume", "auto"), logs=root / "logs-resume",
-                run_dir=run_dir, env=env, cwd=str(root))
+            again = fc.Job(hosts.on(0, fc.launcher_argv(cfg, engine, run_dir, root / "logs-resume", *extra,
+                                                        "--resume", "auto")), logs=root / "logs-resume",
+                           run_dir=run_dir, env=env, cwd=str(root))
             try:
                 ev["resume"] = (again.finish(timeout=200), again.output(), fc.latest_step(run_dir))
             finally:
@@ -111,10 +112,12 @@ def _run(engine, fault, rec, root, ssh_path, names, hostfile):
 
 @pytest.fixture(scope="module")
 def matrix(request, rec, tmp_path_factory):
-    bin_dir = install(tmp_path_factory.mktemp("sshbin"), ["ssh"])
-    ssh_path = bin_dir + os.pathsep + os.environ["PATH"]   # swap this for a real sshd's client setup
+    missing = real_sshd.missing()
+    if missing:   # as conftest's ssh_hosts: a user's machine skips, CI (which installs OpenSSH) fails
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(missing)
+
     def run(cell):
-        return run_cell(cell, rec, tmp_path_factory.mktemp(f"{cell[0]}-{cell[1]}"), ssh_path, CELLS.index(cell))
+        return run_cell(cell, rec, tmp_path_factory.mktemp(f"{cell[0]}-{cell[1]}"), CELLS.index(cell))
     return fc.Batches(request, "test_fault_across_hosts", lambda p: (p["engine"], p["fault"]), lambda cell: "all",
                       run, lambda cell: STALL_TIMEOUT if cell[1] == "stop-worker" else 0)
 

@@ -3,6 +3,8 @@ import os
 import re
 import sys
 
+import pytest
+
 from gluonface.launch.hostfile import Host
 from gluonface.launch.plan import ProcSpec
 from gluonface.launch.starters import LocalStarter
@@ -151,8 +153,10 @@ def test_processes_that_left_their_group_are_swept_by_the_job_tag(tmp_path):
     assert _gone(int(pidfile.read_text()))
 
 
-def test_a_worker_whose_launcher_died_leaves_by_itself(tmp_path):
-    """The heartbeat's dead-man switch: EPIPE on the output pipe ends the process and its children."""
+@pytest.mark.parametrize("sign", ["epipe", "stdin-eof"])
+def test_a_worker_whose_launcher_died_leaves_by_itself(tmp_path, sign):
+    """The heartbeat's dead-man switch ends the process and its children: EPIPE on the output pipe, or end of
+    file on stdin (what crosses ssh: its client keeps running when its stdout breaks)."""
     import signal
     import subprocess as sp
     import time
@@ -164,8 +168,10 @@ def test_a_worker_whose_launcher_died_leaves_by_itself(tmp_path):
               f"open({str(tmp_path / 'pids')!r}, 'w').write(f'{{os.getpid()}} {{c.pid}}')\n"
               "hb = start_heartbeat()\n"
               "time.sleep(300)\n")
+    pipes = ("stderr=subprocess.PIPE" if sign == "epipe" else
+             f"stdin=subprocess.PIPE, stderr=open({str(tmp_path / 'err')!r}, 'w')")
     launcher = sp.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
-                         f"subprocess.Popen([sys.executable, '-c', {script!r}], stderr=subprocess.PIPE, "
+                         f"subprocess.Popen([sys.executable, '-c', {script!r}], {pipes}, "
                          "env=dict(__import__('os').environ, GLUONFACE_HEARTBEAT='0.2'))\n"
                          "time.sleep(300)\n"])
     deadline = time.monotonic() + 60
