@@ -92,7 +92,7 @@ def save_checkpoint(run_dir, step, *, backbone, classifier, trainers, state, rng
     try:
         _write_staging(staging, backbone, classifier, trainers, state, rng, dist_ctx, sharded, step, barrier)
     except Exception as exc:
-        failure = write_failure(exc, staging, run_dir, name)
+        failure = write_failure(exc, staging, name, read_latest_name(run_dir))
         if failure is None:
             raise
         shutil.rmtree(staging, ignore_errors=True)   # give the space back; nothing of it was published
@@ -229,7 +229,7 @@ def save_best(run_dir, backbone, state):
         atomic_write_text(os.path.join(target, "state.json"), json.dumps(state, indent=1))
         check_params_complete(target)
     except Exception as exc:
-        failure = write_failure(exc, target, run_dir, name)
+        failure = write_failure(exc, target, name, read_latest_name(run_dir))
         if failure is None:
             raise
         shutil.rmtree(target, ignore_errors=True)

@@ -40,16 +40,15 @@ def _reason(exc):
     return None
 
 
-def write_failure(exc, path, run_dir, name):
-    """A ``GluonFaceError`` for checkpoint ``name`` that failed while writing ``path``, or None if ``exc``
-    is not a write failure (then it should propagate unchanged)."""
+def write_failure(exc, path, name, previous):
+    """A ``GluonFaceError`` for checkpoint ``name`` that failed while writing ``path`` (``previous``: the
+    name ``latest`` still holds, or None), or None if ``exc`` is not a write failure (then it should
+    propagate unchanged)."""
     reason = _reason(exc)
     if reason is None:
         return None
     why, fix = reason
     path = getattr(exc, "filename", None) or path
-    from gluonface.engine.checkpoint import read_latest_name
-    previous = read_latest_name(run_dir)
     safe = (f"the previous checkpoint {previous} is intact and `latest` still names it" if previous
             else "no earlier checkpoint exists")
     return GluonFaceError(f"could not write checkpoint {name} to {path}: {why}; nothing of it was published "

@@ -50,4 +50,5 @@ def test_a_dist_worker_reports_and_exits_without_interpreter_shutdown(exc, code,
     assert proc.returncode == code
     assert shown in proc.stderr and "SHUTDOWN RAN" not in proc.stdout
     beats = [json.loads(line.split(MARKER, 1)[1]) for line in proc.stderr.splitlines() if MARKER in line]
-    assert beats[-1]["phase"] == "failed" and beats[-1]["error"].startswith(shown.replace("error: ", "GluonFaceError: "))
+    assert beats[-1]["phase"] == "failed"
+    assert beats[-1]["error"].startswith(shown.replace("error: ", "GluonFaceError: "))
