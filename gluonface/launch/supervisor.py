@@ -34,7 +34,7 @@ TAIL_LINES = 15
 STOPPED_FOR_TIME = 124   # --timeout, or a stalled process
 _MARKER = MARKER.encode()
 _PREFIX_ONLY = re.compile(r"^\s*(\[\d+\]<std(out|err)>:)?\s*$")   # what horovodrun leaves of a heartbeat line
-_ERROR_LINE = re.compile(r"^(error: |([A-Za-z_][\w.]*)?(Error|Exception|Interrupt|Exit|Fault)\b)")
+_ERROR_LINE = re.compile(r"^(error: |[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Fault)(: |$))")
 
 
 @dataclass

@@ -185,3 +185,14 @@ def test_a_worker_whose_launcher_died_leaves_by_itself(tmp_path, sign):
     while not (_gone(worker) and _gone(child)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(worker) and _gone(child)
+
+
+def test_error_line_of_the_output():
+    from gluonface.launch.supervisor import error_from_output
+    assert error_from_output(["Traceback (most recent call last):", '  File "x.py", line 1', "ValueError: bad",
+                              "Exit code: 2", "Process 0 exit with status code 2."]) == "ValueError: bad"
+    assert error_from_output(["[1]<stderr>:mxnet.base.MXNetError: Check failed"]) == \
+        "mxnet.base.MXNetError: Check failed"
+    assert error_from_output(["error: the rec is missing; fix: pack it", "bye"]).startswith("error: the rec")
+    assert error_from_output(["KeyboardInterrupt"]) == "KeyboardInterrupt"
+    assert error_from_output(["all fine", "Exit code: 2"]) is None
