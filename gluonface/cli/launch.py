@@ -6,8 +6,9 @@ Examples:
   gluonface launch configs/x.yaml --engine horovod --workers 8 --slurm job.sbatch [--submit]
   gluonface launch configs/x.yaml --engine kvstore --workers 4 --servers 2 --k8s manifests/
 
-Every process gets its own process group; if any process dies the whole job is stopped and the launcher
-exits non-zero naming it. Hostfile format: see cluster/README.md.
+Every process gets its own process group; if any process dies or stalls (its heartbeat stops advancing)
+the whole job is stopped on every host and the launcher exits non-zero naming it (124 for a stall or
+--timeout). Hostfile format and failure handling: see cluster/README.md.
 """
 
 
@@ -31,6 +32,10 @@ def add_arguments(parser):
     parser.add_argument("--interface", help="network interface the hosts share (e.g. eth0)")
     parser.add_argument("--port", type=int, help="scheduler port (default: a free one)")
     parser.add_argument("--timeout", type=float, help="hard limit in seconds for the whole job")
+    parser.add_argument("--stall-timeout", type=float, metavar="SECONDS",
+                        help="stop the job when a process makes no progress for this long (default: 20 x the "
+                             "slowest recent step, at least 60 s; start-up, checkpoints and verification get "
+                             "longer; 0: off)")
     parser.add_argument("--resume", help="passed to `gluonface train --resume` (e.g. auto)")
     parser.add_argument("--elastic", action="store_true", help="Horovod elastic: survivors continue")
     parser.add_argument("--min-workers", type=int, default=1, help="elastic: fewest workers to continue with")
@@ -48,6 +53,7 @@ def run(args):
         config=args.config, engine=args.engine, workers=args.workers, servers=args.servers,
         kvstore=args.kvstore, hosts_file=args.hosts_file, starter=args.starter,
         overrides=tuple(args.overrides), interface=args.interface, port=args.port, timeout=args.timeout,
+        stall_timeout=args.stall_timeout,
         resume=args.resume, elastic=args.elastic, min_workers=args.min_workers, slurm=args.slurm,
         submit=args.submit, k8s=args.k8s, image=args.image, log_dir=args.log_dir, dry_run=args.dry_run,
         command=tuple(shlex.split(args.exec_command)) if args.exec_command else None)

@@ -14,6 +14,7 @@ image is decoded once per run instead of once per epoch. Workers never touch MXN
 """
 import mmap
 import multiprocessing as mp
+import os
 import queue
 from typing import Iterator, Optional, Tuple
 
@@ -27,9 +28,28 @@ from gluonface.errors import GluonFaceError
 LEND_DEPTH = 3   # slots beyond the prefetch depth, for batches a lending consumer still holds
 
 
-def _worker_main(dataset, cfg, seed, normalize, slots, tasks, results, cache):
+def _die_with_parent(parent):
+    """Make the kernel SIGKILL this forked worker when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A worker forked after the dist engine started holds copies of the parent's sockets (Gloo, ZeroMQ) and of
+    its output pipes. Left alive after the trainer is SIGKILLed (the OOM killer's way), it kept them open:
+    the peers saw no connection drop (Horovod waited for its 30 s timeout before an elastic reset) and
+    horovodrun saw no end of the dead worker's output, so it never noticed the death. (The kernel ties
+    the signal to the thread that forked: the loader starts its workers from the iterating thread.)"""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return   # not Linux: the parent's teardown (process group) still ends it
+    if os.getppid() != parent:   # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_main(dataset, cfg, seed, normalize, slots, tasks, results, cache, parent):
     # No OpenCV thread-pool calls here: cv2.setNumThreads in a forked child joins pool threads that only
     # existed in the parent and hangs forever. The parent sets the pool to one thread before forking.
+    _die_with_parent(parent)
     while True:
         task = tasks.get()
         if task is None:
@@ -120,7 +140,7 @@ class TrainLoader:
         for _ in range(self.num_workers):
             p = ctx.Process(target=_worker_main, daemon=True,
                             args=(self.dataset, self.augment, self.seed, self.normalize, self._slots,
-                                  self._tasks, self._results, self.cache))
+                                  self._tasks, self._results, self.cache, os.getpid()))
             p.start()
             self._procs.append(p)
 

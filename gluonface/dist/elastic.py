@@ -180,8 +180,11 @@ def _from_horovod(exc):
     return "horovod" in text or "gloo" in text
 
 
-def run(func):
-    """Decorator: run ``func(state, ...)`` elastically (see the module docstring)."""
+def run(func, heartbeat=None):
+    """Decorator: run ``func(state, ...)`` elastically (see the module docstring).
+
+    ``heartbeat`` (a ``gluonface.dist.heartbeat.Heartbeat``) is told when a reset starts: re-forming the
+    ring is a pause, not a stall."""
     from horovod.common.elastic import run_fn
     from horovod.common.exceptions import HorovodInternalError
     hvd = import_horovod()
@@ -194,6 +197,8 @@ def run(func):
             if not _from_horovod(exc):
                 raise   # a real error would fail again after every rollback: let the job fail
             # a peer died mid-collective; Horovod's loop expects its own exception type to roll back
+            if heartbeat is not None:
+                heartbeat.phase("reset", now=True)
             try:
                 mx.nd.waitall()
             except mx.base.MXNetError:

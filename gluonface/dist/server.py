@@ -5,7 +5,9 @@ Importing MXNet with ``DMLC_ROLE=server`` (or ``scheduler``) runs the role's blo
 nothing after the import runs. So everything the servers may need to unpickle the workers' optimizer
 (gluonface's optimizers, gluoncv's LR schedulers) is imported first with the role hidden, and only then is
 the server loop started: a server that cannot unpickle the optimizer logs an error and runs with no
-updater, and the job would silently train garbage.
+updater, and the job would silently train garbage. Under ``gluonface launch`` the process sends heartbeats
+(phase ``serving``) from a thread while MXNet's loop runs: the launcher sees a frozen server, and a server
+whose launcher was killed leaves by itself (``gluonface.dist.heartbeat``).
 """
 import os
 import sys
@@ -17,9 +19,12 @@ if __name__ == "__main__":
                  "'scheduler' processes started by `gluonface launch`")
     del os.environ["DMLC_ROLE"]             # import MXNet (and what imports it) without starting the loop
     import mxnet  # noqa: F401
-    import gluoncv  # noqa: F401  (LR schedulers pickled inside optimizers)
-    import gluonface.engine  # noqa: F401
+    if role == "server":                    # the scheduler never sees an optimizer
+        import gluoncv  # noqa: F401  (LR schedulers pickled inside optimizers)
+        import gluonface.engine  # noqa: F401
     os.environ["DMLC_ROLE"] = role
+    from gluonface.dist.heartbeat import start_heartbeat
+    start_heartbeat().phase("serving", now=True)   # liveness (no steps here) and the dead-man switch
     from mxnet.kvstore.kvstore_server import _init_kvstore_server_module
     _init_kvstore_server_module()           # runs the server/scheduler loop, then exits
     sys.exit(f"gluonface.dist.server: MXNet returned without running the {role} loop "

@@ -12,7 +12,11 @@ Layout (ARCHITECTURE.md, "Run directory")::
 Why a crash never damages the previous checkpoint: files are written into ``step-XXXXXXXX.partial/`` (each
 file via temp name + fsync + rename), the directory is renamed to its final name only when complete, and
 ``latest`` is replaced (temp + fsync + rename) after that. A reader follows ``latest``; a renamed directory
-without a ``latest`` update is complete too, so it is also accepted. With several workers the run directory
+without a ``latest`` update is complete too, so it is also accepted. "Complete" is checked, not assumed:
+MXNet can leave a ``.params`` file cut short without an error when the disk fills up, so every NDArray
+file is walked before the directory is published (``params_file``). A write that fails (full disk, quota,
+file-size limit) removes the staging directory and raises a ``GluonFaceError`` naming the path, the
+intact previous checkpoint and the fix (``checkpoint_failure``). With several workers the run directory
 must be on a file system all workers see (each rank writes its own RNG state and classifier shard).
 """
 import dataclasses
@@ -21,6 +25,8 @@ import os
 import re
 import shutil
 
+from gluonface.engine.checkpoint_failure import TruncatedFile, write_failure
+from gluonface.engine.params_file import check_complete
 from gluonface.errors import GluonFaceError
 
 CKPT = "checkpoints"
@@ -83,6 +89,36 @@ def save_checkpoint(run_dir, step, *, backbone, classifier, trainers, state, rng
     name = step_name(step)
     final = os.path.join(root, name)
     staging = final + ".partial"
+    try:
+        _write_staging(staging, backbone, classifier, trainers, state, rng, dist_ctx, sharded, step, barrier)
+    except Exception as exc:
+        failure = write_failure(exc, staging, name, read_latest_name(run_dir))
+        if failure is None:
+            raise
+        shutil.rmtree(staging, ignore_errors=True)   # give the space back; nothing of it was published
+        raise failure from exc
+    if dist_ctx.is_main:
+        if os.path.isdir(final):
+            if read_latest_name(run_dir) == name:
+                shutil.rmtree(staging)   # this exact step is already published (resumed at a checkpoint)
+                return _after_publish(final, dist_ctx, barrier)
+            shutil.rmtree(final)         # published by a run that died before updating `latest`
+        os.replace(staging, final)
+        fsync_dir(root)
+        atomic_write_text(os.path.join(root, LATEST), name + "\n")
+        fsync_dir(root)
+        _prune(root, keep, current=name)
+    return _after_publish(final, dist_ctx, barrier)
+
+
+def _after_publish(final, dist_ctx, barrier):
+    if dist_ctx.num_workers > 1:
+        barrier()       # nobody starts the next interval (or exits) before the checkpoint is published
+    return final
+
+
+def _write_staging(staging, backbone, classifier, trainers, state, rng, dist_ctx, sharded, step, barrier):
+    """Every rank's files into ``staging``; on rank 0, checked complete and synced (not yet published)."""
     os.makedirs(staging, exist_ok=True)
     rank = dist_ctx.rank
     suffix = _shard_suffix(sharded, rank)
@@ -100,20 +136,17 @@ def save_checkpoint(run_dir, step, *, backbone, classifier, trainers, state, rng
     if dist_ctx.num_workers > 1:
         barrier()       # every rank's files are in staging before rank 0 publishes the directory
     if dist_ctx.is_main:
+        check_params_complete(staging)
         fsync_dir(staging)
-        if os.path.isdir(final):
-            if read_latest_name(run_dir) == name:
-                shutil.rmtree(staging)   # this exact step is already published (resumed at a checkpoint)
-                return final
-            shutil.rmtree(final)         # published by a run that died before updating `latest`
-        os.replace(staging, final)
-        fsync_dir(root)
-        atomic_write_text(os.path.join(root, LATEST), name + "\n")
-        fsync_dir(root)
-        _prune(root, keep, current=name)
-    if dist_ctx.num_workers > 1:
-        barrier()       # nobody starts the next interval (or exits) before the checkpoint is published
-    return final
+
+
+def check_params_complete(directory):
+    """Raise ``TruncatedFile`` if an NDArray file in ``directory`` was cut short (see ``params_file``)."""
+    for fname in sorted(os.listdir(directory)):
+        if fname.endswith(".params"):
+            problem = check_complete(os.path.join(directory, fname))
+            if problem:
+                raise TruncatedFile(problem)
 
 
 def _prune(root, keep, current):
@@ -191,8 +224,16 @@ def save_best(run_dir, backbone, state):
     target = os.path.join(run_dir, name)
     shutil.rmtree(target, ignore_errors=True)
     os.makedirs(target)
-    atomic_write(os.path.join(target, "backbone.params"), backbone.save_parameters)
-    atomic_write_text(os.path.join(target, "state.json"), json.dumps(state, indent=1))
+    try:
+        atomic_write(os.path.join(target, "backbone.params"), backbone.save_parameters)
+        atomic_write_text(os.path.join(target, "state.json"), json.dumps(state, indent=1))
+        check_params_complete(target)
+    except Exception as exc:
+        failure = write_failure(exc, target, name, read_latest_name(run_dir))
+        if failure is None:
+            raise
+        shutil.rmtree(target, ignore_errors=True)
+        raise failure from exc
     fsync_dir(target)
     link = os.path.join(run_dir, BEST)
     old = os.readlink(link) if os.path.islink(link) else None

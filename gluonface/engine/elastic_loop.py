@@ -64,8 +64,9 @@ class CommitHook(Hook):
             self.state.step = loop.step
             self.state.hooks = {h.name: h.state_dict() for h in self.hooks}
             self.state.amp = self.amp.state_dict() if self.amp is not None else None
-            settle_batchnorm_stats()      # the commit copies the running statistics too
-            self.state.commit()
+            with loop.heartbeat.pausing("commit"):
+                settle_batchnorm_stats()      # the commit copies the running statistics too
+                self.state.commit()
             if self.logger is not None:
                 self.logger.info(f"elastic: committed step {loop.step}")
 
@@ -82,7 +83,7 @@ class ElasticRun:
         logger: rank 0's ``RunLogger`` of the first session, else None.
     """
 
-    def __init__(self, cfg, parts, dist_ctx, make_hooks, open_logger, logger=None):
+    def __init__(self, cfg, parts, dist_ctx, make_hooks, open_logger, logger=None, heartbeat=None):
         from gluonface.dist.elastic import require_elastic_launch
         require_elastic_launch(dist_ctx)
         if parts.sharded:
@@ -92,6 +93,7 @@ class ElasticRun:
         check_global_batch(parts.schedule, cfg.dist.min_workers, dist_ctx.num_workers)
         self.cfg, self.parts, self.dist_ctx = cfg, parts, dist_ctx
         self.make_hooks, self.open_logger, self.logger = make_hooks, open_logger, logger
+        self.heartbeat = heartbeat
         self.loop, self.hooks = None, []
         self._sessions, self._reached = 0, None
 
@@ -103,7 +105,7 @@ class ElasticRun:
         state = ElasticState(params, trainers=list(p.trainers.values()), step=start,
                              hooks={h.name: h.state_dict() for h in hooks},
                              amp=p.amp.state_dict() if p.amp is not None else None)
-        run(self._session)(state)
+        run(self._session, heartbeat=self.heartbeat)(state)
         return self.loop
 
     def _session(self, state):
@@ -112,6 +114,8 @@ class ElasticRun:
         from gluonface.engine.rng import restore_rng
         p, previous = self.parts, self.dist_ctx
         self.dist_ctx = dist_ctx = world_context(previous)
+        if self.heartbeat is not None:
+            self.heartbeat.set_rank(dist_ctx.rank, dist_ctx.num_workers)
         schedule = resize_schedule(p.schedule, dist_ctx.num_workers)
         if self._sessions > 0:
             self._reopen_logs(state.step, previous)
@@ -125,7 +129,7 @@ class ElasticRun:
         commit = CommitHook(state, commit_every(self.cfg.dist, self.cfg.train), self.hooks, p.amp, self.logger)
         loader = build_loader(self.cfg, p.loader.dataset, schedule, dist_ctx)
         self.loop = TrainLoop(p.net, p.loss_block, p.trainers, loader, dist_ctx, schedule, self.hooks + [commit],
-                              amp=p.amp)
+                              amp=p.amp, heartbeat=self.heartbeat)
         try:
             self.loop.run(state.step, schedule.stop_step)
         finally:

@@ -112,6 +112,10 @@ class VerifyHook(Hook):
             self.evaluate(loop)
 
     def evaluate(self, loop):
+        with loop.heartbeat.pausing("verify"):
+            self._evaluate(loop)
+
+    def _evaluate(self, loop):
         from gluonface.evaluate.verification import embed_images, verification_metrics
         settle_batchnorm_stats()
         for name, (images, issame) in self.sets.items():
@@ -159,6 +163,10 @@ class CheckpointHook(Hook):
             self.save(loop)
 
     def save(self, loop):
+        with loop.heartbeat.pausing("checkpoint"):
+            self._save(loop)
+
+    def _save(self, loop):
         from gluonface.dist.collectives import barrier
         settle_batchnorm_stats()
         rank, seed = self.dist_ctx.rank, self.cfg.seed

@@ -24,6 +24,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from gluonface.dist.heartbeat import Heartbeat
 from gluonface.errors import GluonFaceError
 
 
@@ -53,11 +54,14 @@ class TrainLoop:
 
     Attributes read by hooks: ``step`` (completed steps), ``epoch``, ``epoch_end`` (this step ended an
     epoch), ``last_losses`` (per-device ``(b,)`` float32 NDArrays of the last step, not synchronised),
-    ``net``, ``loss_block``, ``trainers``, ``ctx``, ``schedule``, ``dist_ctx``, ``start_step``, ``stop_step``.
+    ``net``, ``loss_block``, ``trainers``, ``ctx``, ``schedule``, ``dist_ctx``, ``start_step``, ``stop_step``,
+    ``heartbeat`` (``gluonface.dist.heartbeat.Heartbeat``: the loop reports each step; hooks that pause the
+    loop, checkpoints and verification, say so with ``loop.heartbeat.pausing(kind)``).
     """
 
-    def __init__(self, net, loss_block, trainers, loader, dist_ctx, schedule, hooks=(), amp=None):
+    def __init__(self, net, loss_block, trainers, loader, dist_ctx, schedule, hooks=(), amp=None, heartbeat=None):
         self.net, self.loss_block, self.trainers = net, loss_block, trainers
+        self.heartbeat = heartbeat if heartbeat is not None else Heartbeat()   # inert unless supervised
         self.loader, self.dist_ctx, self.schedule = loader, dist_ctx, schedule
         self.ctx = list(dist_ctx.ctx)
         self.hooks = list(hooks)
@@ -96,6 +100,7 @@ class TrainLoop:
             if self.amp is not None:
                 scaled = self.amp.scale(losses)
         autograd.backward(scaled if self.amp is not None else losses)
+        self.heartbeat.inside_step(self.step + 1)
         batch = data.shape[0]
         for trainer in self.trainers.values():
             trainer.step(batch)
@@ -108,6 +113,7 @@ class TrainLoop:
         spe = self.schedule.steps_per_epoch
         for h in self.hooks:
             h.before_train(self)
+        self.heartbeat.training(start_step)
         while self.step < stop_step:
             self.epoch, offset = divmod(self.step, spe)
             batches = self._batches(self.epoch, offset)
@@ -115,6 +121,7 @@ class TrainLoop:
                 self.train_step(data, label)
                 self.step += 1
                 self.epoch_end = self.step % spe == 0
+                self.heartbeat.stepped(self.step)
                 for h in self.hooks:
                     h.after_step(self)
                 if self.step >= stop_step or self.epoch_end:

@@ -4,6 +4,7 @@ The wiring is the same for every engine: ``init_dist`` says who this process is,
 the engine's trainer, the loop and hooks never look at the engine. Only the main worker writes the run
 directory (checkpoints excepted: each rank writes its RNG state and, with Partial FC, its classifier shard).
 """
+import contextlib
 import os
 
 import yaml
@@ -118,7 +119,9 @@ def train(cfg, resume=None):
     """Train (or resume) the run described by ``cfg``.
 
     With ``dist.elastic`` (set by ``gluonface launch --engine horovod --elastic``) the loop survives workers
-    leaving: see ``gluonface.engine.elastic_loop``.
+    leaving: see ``gluonface.engine.elastic_loop``. In a multi-process job (kvstore, Horovod) a failure is
+    printed and ends the process at once (``gluonface.dist.failure``: a normal exit would wait for the
+    peers forever); under ``gluonface launch`` the process also sends heartbeats (``gluonface.dist.heartbeat``).
 
     Args:
         cfg: ``gluonface.config.Config``.
@@ -129,13 +132,25 @@ def train(cfg, resume=None):
         process ended as the main worker), ``verification`` (last ``{set: metrics}`` on the main worker),
         ``best`` (``{'accuracy', 'step'}``).
     """
+    from gluonface.dist import init_dist
+    from gluonface.dist.failure import leave_on_failure
+    from gluonface.dist.heartbeat import start_heartbeat
+
+    heartbeat = start_heartbeat()
+    dist_ctx = init_dist(cfg.dist, cfg.train.devices)
+    heartbeat.set_rank(dist_ctx.rank, dist_ctx.num_workers)
+    with leave_on_failure(dist_ctx, heartbeat):
+        result = _train(cfg, resume, dist_ctx, heartbeat)
+    heartbeat.close()
+    return result
+
+
+def _train(cfg, resume, dist_ctx, heartbeat):
     from functools import partial
 
-    from gluonface.dist import init_dist
     from gluonface.engine.build import build_everything
     from gluonface.engine.runlog import RunLogger, plot_curves
 
-    dist_ctx = init_dist(cfg.dist, cfg.train.devices)
     run_dir = resume if resume not in (None, "auto") else resolve_run_dir(cfg)
     say = print if dist_ctx.is_main else (lambda *_: None)
     ckpt_dir = find_resume_checkpoint(run_dir, resume, say)
@@ -151,16 +166,22 @@ def train(cfg, resume=None):
     start = _resume(ckpt_dir, cfg, parts, hooks, dist_ctx, say) if ckpt_dir else 0
     if cfg.dist.elastic:
         from gluonface.engine.elastic_loop import ElasticRun
-        runner = ElasticRun(cfg, parts, dist_ctx, make_hooks, partial(RunLogger, run_dir), logger)
+        runner = ElasticRun(cfg, parts, dist_ctx, make_hooks, partial(RunLogger, run_dir), logger, heartbeat)
     else:
-        runner = _WholeRun(parts, dist_ctx, logger)
+        runner = _WholeRun(parts, dist_ctx, logger, heartbeat)
+    finished = False
     try:
         loop = runner.run(start, hooks)
+        finished = True
     finally:
         parts.loader.close()
         if runner.logger is not None:
-            plot_curves(os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "curves.png"))
-            runner.logger.close()
+            # after a failure (a full disk, say) the logs must not replace the error that matters
+            quiet = contextlib.nullcontext if finished else partial(contextlib.suppress, Exception)
+            with quiet():
+                plot_curves(os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "curves.png"))
+            with quiet():
+                runner.logger.close()
     verify_hook = next(h for h in runner.hooks if h.name == "verify")
     return {"run_dir": run_dir, "step": loop.step, "schedule": sched.as_dict(),
             "is_main": runner.dist_ctx.is_main, "verification": verify_hook.last, "best": verify_hook.best}
@@ -170,13 +191,15 @@ class _WholeRun:
     """One ``TrainLoop`` from start to stop, the non-elastic case of ``ElasticRun``'s interface: ``run(start,
     hooks)`` returns the loop; ``hooks``, ``dist_ctx`` and ``logger`` are then the final ones."""
 
-    def __init__(self, parts, dist_ctx, logger):
+    def __init__(self, parts, dist_ctx, logger, heartbeat=None):
         self.parts, self.dist_ctx, self.logger, self.hooks = parts, dist_ctx, logger, []
+        self.heartbeat = heartbeat
 
     def run(self, start, hooks):
         from gluonface.engine.loop import TrainLoop
         p, self.hooks = self.parts, hooks
-        loop = TrainLoop(p.net, p.loss_block, p.trainers, p.loader, self.dist_ctx, p.schedule, hooks, amp=p.amp)
+        loop = TrainLoop(p.net, p.loss_block, p.trainers, p.loader, self.dist_ctx, p.schedule, hooks, amp=p.amp,
+                         heartbeat=self.heartbeat)
         loop.run(start, p.schedule.stop_step)
         return loop
 

@@ -49,7 +49,7 @@ def _horovodrun():
 def run_elastic(req, hosts, command, env, log_dir, echo):
     """Start ``horovodrun --gloo`` in elastic mode and supervise it; returns the exit code."""
     from gluonface.launch.supervisor import supervise
-    from gluonface.launch.starters import LocalStarter
+    from gluonface.launch.starters import LocalStarter, SshStarter
     if not 1 <= req.min_workers <= req.workers:
         raise GluonFaceError(f"--min-workers {req.min_workers} must be between 1 and --workers {req.workers}")
     os.makedirs(log_dir, exist_ok=True)
@@ -70,6 +70,10 @@ def run_elastic(req, hosts, command, env, log_dir, echo):
     if req.dry_run:
         print(" ".join(argv), file=echo)
         return 0
-    result = supervise([spec], LocalStarter(), log_dir=log_dir, timeout=req.timeout, echo=echo)
+    starter = LocalStarter()
+    # horovodrun reaches the other hosts with its own ssh; the tag it passes on lets teardown find them
+    sweeps = [] if local else [(SshStarter(job_id=starter.job_id), [h for h in hosts])]
+    result = supervise([spec], starter, log_dir=log_dir, timeout=req.timeout, echo=echo,
+                       stall_timeout=req.stall_timeout, sweeps=sweeps)
     print(f"gluonface launch: {result.message} (logs: {log_dir})", file=echo)
     return result.returncode

@@ -29,6 +29,7 @@ class LaunchRequest:
     interface: Optional[str] = None
     port: Optional[int] = None
     timeout: Optional[float] = None
+    stall_timeout: Optional[float] = None   # None: derived from the step time; 0: no stall detection
     resume: Optional[str] = None
     elastic: bool = False
     min_workers: int = 1
@@ -46,6 +47,9 @@ def launch(req: LaunchRequest, echo=sys.stderr):
     """Run (or render) the job described by ``req``; returns the process exit code (0 = success)."""
     if req.engine not in ("kvstore", "horovod"):
         raise GluonFaceError(f"--engine {req.engine!r}; fix: use kvstore or horovod")
+    if req.stall_timeout is not None and req.stall_timeout < 0:
+        raise GluonFaceError(f"--stall-timeout {req.stall_timeout:g}; fix: give seconds (0 turns stall "
+                             "detection off; leave it out to derive it from the step time)")
     cfg = _load_config(req)
     if req.slurm or req.k8s:
         from gluonface.launch.render import render
@@ -124,7 +128,8 @@ def _supervise(req, specs, starter, log_dir, echo):
         return 0
     from gluonface.launch.supervisor import Terminated
     try:
-        result = supervise(specs, starter, log_dir=log_dir, timeout=req.timeout, echo=echo)
+        result = supervise(specs, starter, log_dir=log_dir, timeout=req.timeout, echo=echo,
+                           stall_timeout=req.stall_timeout)
     except Terminated:
         print("gluonface launch: terminated by SIGTERM; every process of the job was stopped", file=echo)
         return 143

@@ -91,6 +91,8 @@ def _launcher_args(req):
         args += ["--resume", req.resume]
     if req.timeout:
         args += ["--timeout", f"{req.timeout:g}"]
+    if req.stall_timeout is not None:
+        args += ["--stall-timeout", f"{req.stall_timeout:g}"]
     if req.command:
         args += ["--exec", " ".join(shlex.quote(a) for a in req.command)]
     return args
