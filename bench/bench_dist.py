@@ -45,7 +45,7 @@ def worker(args):
     from mxnet import autograd, gluon
 
     from gluonface.config import DistConfig
-    from gluonface.dist import init_dist, make_trainer
+    from gluonface.parallel import init_dist, make_trainer
     dctx = init_dist(DistConfig(engine=args.engine, kvstore=args.kvstore, compression=args.compression),
                      args.devices)
     width = int((args.params_mb * 2 ** 20 / 4 / 2) ** 0.5)   # two square layers of M/2 bytes each

@@ -67,7 +67,7 @@ def phase_interleaved(args, rec):
     from mxnet import autograd
 
     from gluonface.config import load_config
-    from gluonface.dist import init_dist
+    from gluonface.parallel import init_dist
     from gluonface.engine.build import build_everything, build_loader
     from gluonface.engine.hooks import LogHook, VerifyHook
     from gluonface.engine.loop import TrainLoop
@@ -153,7 +153,7 @@ def phase_bare(args, rec):
     from mxnet import autograd
 
     from gluonface.config import load_config
-    from gluonface.dist import init_dist
+    from gluonface.parallel import init_dist
     from gluonface.engine.build import build_everything
     cfg = load_config(args.config, overrides(args, rec, os.path.join(args.tmp, "unused")))
     dist_ctx = init_dist(cfg.dist, cfg.train.devices)

@@ -44,7 +44,7 @@ def run_one(args):
     import mxnet as mx
     import numpy as np
     from mxnet import autograd, gluon, nd
-    from gluonface.dist import init_dist
+    from gluonface.parallel import init_dist
 
     engine = {"dense": "local", "hvd": "horovod" if "HOROVOD_RANK" in os.environ else "local", "ps": "kvstore"}
     kvstore = "dist_sync" if args.run == "ps" else "device"

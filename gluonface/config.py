@@ -226,7 +226,7 @@ class TrainConfig(_Section):
 
 @dataclass(frozen=True)
 class DistConfig(_Section):
-    """Distribution engine (``dist:`` section), read by ``gluonface.dist.init_dist``."""
+    """Distribution engine (``dist:`` section), read by ``gluonface.parallel.init_dist``."""
     _name = "dist"
     engine: str = "local"
     kvstore: str = "device"

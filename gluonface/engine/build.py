@@ -95,7 +95,7 @@ def seed_everything(seed):
 
 def build_everything(cfg, dist_ctx, loader=True):
     """Every part of a run, initialised, hybridized and ready to step (nothing loaded from checkpoints)."""
-    from gluonface.dist import make_trainer
+    from gluonface.parallel import make_trainer
     from gluonface.engine.precision import AmpPolicy
     dataset = load_dataset(cfg.data)
     ctx = list(dist_ctx.ctx)

@@ -1,4 +1,4 @@
-"""Elastic training under Horovod (``dist.elastic``): ``train``'s loop inside ``gluonface.dist.elastic.run``.
+"""Elastic training under Horovod (``dist.elastic``): ``train``'s loop inside ``gluonface.parallel.elastic.run``.
 
 A *session* is one membership of the job. It starts from the state every member holds after Horovod's
 sync: rank 0's weights, optimizer states, step and hook states, i.e. the last commit after a failure. It
@@ -84,7 +84,7 @@ class ElasticRun:
     """
 
     def __init__(self, cfg, parts, dist_ctx, make_hooks, open_logger, logger=None, heartbeat=None):
-        from gluonface.dist.elastic import require_elastic_launch
+        from gluonface.parallel.elastic import require_elastic_launch
         require_elastic_launch(dist_ctx)
         if parts.sharded:
             raise GluonFaceError("dist.elastic cannot re-split Partial FC's class-centre shards between a "
@@ -99,7 +99,7 @@ class ElasticRun:
 
     def run(self, start, hooks):
         """Train from step ``start`` (``hooks``: their states, e.g. from a checkpoint, seed the first session)."""
-        from gluonface.dist.elastic import ElasticState, run
+        from gluonface.parallel.elastic import ElasticState, run
         p = self.parts
         params = list(p.net.collect_params().values()) + list(p.loss_block.collect_params().values())
         state = ElasticState(params, trainers=list(p.trainers.values()), step=start,
@@ -109,7 +109,7 @@ class ElasticRun:
         return self.loop
 
     def _session(self, state):
-        from gluonface.dist.elastic import world_context
+        from gluonface.parallel.elastic import world_context
         from gluonface.engine.build import build_loader
         from gluonface.engine.rng import restore_rng
         p, previous = self.parts, self.dist_ctx

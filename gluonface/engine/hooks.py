@@ -54,7 +54,7 @@ class LogHook(Hook):
             self._emit(loop)
 
     def _emit(self, loop):
-        from gluonface.dist.collectives import allreduce_mean
+        from gluonface.parallel.collectives import allreduce_mean
         total = sum(float(l.asnumpy().astype(np.float64).sum()) for l in self._losses)
         images = sum(l.shape[0] for l in self._losses)
         loss = allreduce_mean(total / max(images, 1), self.dist_ctx)
@@ -167,7 +167,7 @@ class CheckpointHook(Hook):
             self._save(loop)
 
     def _save(self, loop):
-        from gluonface.dist.collectives import barrier
+        from gluonface.parallel.collectives import barrier
         settle_batchnorm_stats()
         rank, seed = self.dist_ctx.rank, self.cfg.seed
         reseed_mxnet(seed, loop.step, rank)

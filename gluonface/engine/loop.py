@@ -24,7 +24,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from gluonface.dist.heartbeat import Heartbeat
+from gluonface.parallel.heartbeat import Heartbeat
 from gluonface.errors import GluonFaceError
 
 
@@ -55,7 +55,7 @@ class TrainLoop:
     Attributes read by hooks: ``step`` (completed steps), ``epoch``, ``epoch_end`` (this step ended an
     epoch), ``last_losses`` (per-device ``(b,)`` float32 NDArrays of the last step, not synchronised),
     ``net``, ``loss_block``, ``trainers``, ``ctx``, ``schedule``, ``dist_ctx``, ``start_step``, ``stop_step``,
-    ``heartbeat`` (``gluonface.dist.heartbeat.Heartbeat``: the loop reports each step; hooks that pause the
+    ``heartbeat`` (``gluonface.parallel.heartbeat.Heartbeat``: the loop reports each step; hooks that pause the
     loop, checkpoints and verification, say so with ``loop.heartbeat.pausing(kind)``).
     """
 

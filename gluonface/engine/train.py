@@ -120,8 +120,8 @@ def train(cfg, resume=None):
 
     With ``dist.elastic`` (set by ``gluonface launch --engine horovod --elastic``) the loop survives workers
     leaving: see ``gluonface.engine.elastic_loop``. In a multi-process job (kvstore, Horovod) a failure is
-    printed and ends the process at once (``gluonface.dist.failure``: a normal exit would wait for the
-    peers forever); under ``gluonface launch`` the process also sends heartbeats (``gluonface.dist.heartbeat``).
+    printed and ends the process at once (``gluonface.parallel.failure``: a normal exit would wait for the
+    peers forever); under ``gluonface launch`` the process also sends heartbeats (``gluonface.parallel.heartbeat``).
 
     Args:
         cfg: ``gluonface.config.Config``.
@@ -132,9 +132,9 @@ def train(cfg, resume=None):
         process ended as the main worker), ``verification`` (last ``{set: metrics}`` on the main worker),
         ``best`` (``{'accuracy', 'step'}``).
     """
-    from gluonface.dist import init_dist
-    from gluonface.dist.failure import leave_on_failure
-    from gluonface.dist.heartbeat import start_heartbeat
+    from gluonface.parallel import init_dist
+    from gluonface.parallel.failure import leave_on_failure
+    from gluonface.parallel.heartbeat import start_heartbeat
 
     heartbeat = start_heartbeat()
     dist_ctx = init_dist(cfg.dist, cfg.train.devices)

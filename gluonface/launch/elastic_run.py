@@ -2,7 +2,7 @@
 
 Horovod's elastic driver (not ours) watches the workers, blacklists the host of a failed worker, and
 re-forms the ring with the survivors (down to ``--min-workers``); the workers roll back to their last
-commit (``gluonface.dist.elastic``). ``gluonface train`` does that when ``dist.elastic`` is set, which this
+commit (``gluonface.parallel.elastic``). ``gluonface train`` does that when ``dist.elastic`` is set, which this
 launcher sets on its train command, with ``dist.min_workers``. Because a failed worker's whole *host* is
 blacklisted, a one-machine job lists the machine under two names (``127.0.0.1`` and ``localhost``, both
 local to Horovod), one slot each.

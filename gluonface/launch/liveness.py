@@ -1,4 +1,4 @@
-"""Stall detection: judge the heartbeats of a job's processes (``gluonface.dist.heartbeat``).
+"""Stall detection: judge the heartbeats of a job's processes (``gluonface.parallel.heartbeat``).
 
 A process that exits is seen by the supervisor; one that is alive but makes no progress is seen here. Each
 source (a process, or one worker inside horovodrun's shared output) is stalled when
@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
-from gluonface.dist.heartbeat import PAUSES
+from gluonface.parallel.heartbeat import PAUSES
 
 FLOOR = 60.0
 STEP_FACTOR = 20.0

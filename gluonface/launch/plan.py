@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 from gluonface.errors import GluonFaceError
 from gluonface.launch.hostfile import Host, to_horovod_hosts, total_slots
 
-SERVER_ENTRY = ("-m", "gluonface.dist.server")
+SERVER_ENTRY = ("-m", "gluonface.parallel.server")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ _LOCAL = ("127.0.0.1", "localhost")
 
 
 def check_kvstore_type(kvstore):
-    """The kvstore type must be a real dist store (never 'horovod'/'byteps', see dist.context)."""
-    from gluonface.dist.context import DIST_KVSTORES, REFUSED_KVSTORES
+    """The kvstore type must be a real dist store (never 'horovod'/'byteps', see parallel.context)."""
+    from gluonface.parallel.context import DIST_KVSTORES, REFUSED_KVSTORES
     if kvstore in REFUSED_KVSTORES:
         raise GluonFaceError(f"--kvstore {kvstore}: MXNet 1.9.1 turns this name into a single-process local "
                              "store; fix: --engine horovod, or --kvstore dist_sync")
@@ -28,7 +28,7 @@ def check_dist_kvstore_built():
 
 def check_horovod():
     """``import horovod.mxnet`` works and Horovod has the Gloo controller (our CPU transport)."""
-    from gluonface.dist.context import import_horovod
+    from gluonface.parallel.context import import_horovod
     hvd = import_horovod()
     if not hvd.gloo_built():
         raise GluonFaceError("Horovod was built without Gloo; fix: rebuild with HOROVOD_WITH_GLOO=1")

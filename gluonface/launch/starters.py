@@ -79,7 +79,7 @@ class SshStarter(_Starter):
     host, one ssh command that sends SIGTERM to every process there whose environment holds this
     launch's ``GLUONFACE_JOB`` (children included), waits up to the grace period and SIGKILLs the rest.
     A launcher killed with SIGKILL runs no teardown at all; then the heartbeat's dead-man switch ends
-    the remote processes (their next heartbeat write fails: ``gluonface.dist.heartbeat``); any left can
+    the remote processes (their next heartbeat write fails: ``gluonface.parallel.heartbeat``); any left can
     be found with ``grep -lzx GLUONFACE_JOB=<id> /proc/*/environ`` (the id is in processes.json).
     """
     name = "ssh"

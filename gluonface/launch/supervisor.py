@@ -6,7 +6,7 @@ error. Three signals end a job:
 
 * a process exits non-zero (or by a signal): the message names it, its host, how it ended and the error
   it reported (its ``failed`` heartbeat, else the last exception line of its output), plus its last lines;
-* a process stalls: its heartbeats (``gluonface.dist.heartbeat``, relayed on its output by every starter)
+* a process stalls: its heartbeats (``gluonface.parallel.heartbeat``, relayed on its output by every starter)
   stop, or stop advancing, for longer than the stall timeout (``gluonface.launch.liveness``); exit 124;
 * ``timeout`` runs out; exit 124.
 
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from gluonface.dist.heartbeat import ENV_INTERVAL, MARKER, decode
+from gluonface.parallel.heartbeat import ENV_INTERVAL, MARKER, decode
 from gluonface.launch.liveness import Liveness
 from gluonface.launch.teardown import teardown
 
@@ -128,7 +128,7 @@ def supervise(specs, starter, *, log_dir, timeout=None, grace=5.0, finish_grace=
             spec = dataclasses.replace(spec, env=dict(spec.env, **{ENV_INTERVAL: f"{liveness.interval:g}"}))
             argv, env = starter.command(spec)
             # stdin: a pipe nobody writes to, open as long as this launcher lives (the processes' lifeline,
-            # see gluonface.dist.heartbeat: its end of file tells them the launcher is gone)
+            # see gluonface.parallel.heartbeat: its end of file tells them the launcher is gone)
             popen = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
             procs.append(_Proc(spec, popen, os.path.join(log_dir, f"{spec.name}.log"), echo, liveness))

@@ -4,7 +4,7 @@
 (update_on_kvstore), the servers hold one updater, and a run has two trainers (backbone, classifier).
 This worker runs the same pieces with one trainer over both blocks: config, dataset and loader (forked
 decoding workers), backbone and margin loss, the TrainLoop with its heartbeat and checkpoint hook, and the
-failure path of `gluonface train` (heartbeat, `gluonface.dist.failure`).
+failure path of `gluonface train` (heartbeat, `gluonface.parallel.failure`).
 
     python async_train_worker.py CONFIG [--set SECTION.KEY=VALUE ...]
 """
@@ -14,9 +14,9 @@ import os
 import mxnet as mx
 
 from gluonface.config import load_config, save_config
-from gluonface.dist import init_dist, make_trainer
-from gluonface.dist.failure import leave_on_failure
-from gluonface.dist.heartbeat import start_heartbeat
+from gluonface.parallel import init_dist, make_trainer
+from gluonface.parallel.failure import leave_on_failure
+from gluonface.parallel.heartbeat import start_heartbeat
 from gluonface.engine.build import build_backbone, build_loader, build_loss, load_dataset, make_optimizer
 from gluonface.engine.hooks import CheckpointHook
 from gluonface.engine.loop import TrainLoop

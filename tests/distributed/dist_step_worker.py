@@ -1,4 +1,4 @@
-"""A tiny training job written only against gluonface.dist (used by the distributed tests).
+"""A tiny training job written only against gluonface.parallel (used by the distributed tests).
 
 Every worker builds the same small net from a *rank-dependent* seed (so only a working broadcast makes
 the replicas agree), takes its slice of a fixed global batch per step, trains N steps and writes its
@@ -15,7 +15,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from gluonface.config import DistConfig
-from gluonface.dist import collectives, init_dist, make_trainer
+from gluonface.parallel import collectives, init_dist, make_trainer
 
 GLOBAL_BATCH = 8
 

@@ -1,4 +1,4 @@
-"""An elastic Horovod job written against gluonface.dist.elastic (used by the distributed tests).
+"""An elastic Horovod job written against gluonface.parallel.elastic (used by the distributed tests).
 
 Trains a tiny net for ``--steps`` steps, committing every ``--commit-every``; the process that is rank 1 at
 the start SIGKILLs itself at ``--die-at``. The survivor must roll back to the last commit, continue alone
@@ -14,8 +14,8 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from gluonface.config import DistConfig
-from gluonface.dist import init_dist, make_trainer
-from gluonface.dist.elastic import ElasticState, run
+from gluonface.parallel import init_dist, make_trainer
+from gluonface.parallel.elastic import ElasticState, run
 
 
 def main():

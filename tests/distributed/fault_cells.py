@@ -137,7 +137,7 @@ def children(pid):
 def role_pid(tag, role):
     """Pid of the kvstore ``scheduler`` or ``server`` of the job."""
     for pid, info in tagged(tag).items():
-        if info["env"].get("DMLC_ROLE") == role and "gluonface.dist.server" in info["cmd"]:
+        if info["env"].get("DMLC_ROLE") == role and "gluonface.parallel.server" in info["cmd"]:
             return pid
     return None
 

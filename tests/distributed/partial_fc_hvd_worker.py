@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 
-from gluonface.dist import init_dist, make_trainer  # noqa: E402
+from gluonface.parallel import init_dist, make_trainer  # noqa: E402
 from gluonface.losses.partial_fc import build_partial_fc  # noqa: E402
 
 D, E = 6, 8

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from partial_fc_hvd_worker import D, E, OPT, backbone_init, global_batches  # noqa: E402
 
-from gluonface.dist import init_dist, make_trainer  # noqa: E402
+from gluonface.parallel import init_dist, make_trainer  # noqa: E402
 from gluonface.losses.partial_fc import build_partial_fc  # noqa: E402
 from gluonface.losses.partial_fc.kvstore import PartialFCKVStore  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Elastic Horovod (gluonface.dist.elastic + horovodrun discovery): a worker dies, the survivor finishes."""
+"""Elastic Horovod (gluonface.parallel.elastic + horovodrun discovery): a worker dies, the survivor finishes."""
 import json
 import os
 import sys

@@ -101,7 +101,7 @@ def _launch_and_kill(root, config, victim):
 
 def _native_crash_or_hang(logs):
     """Whether the job failed the way Horovod 0.28.1 / MXNet 1.9.1 races fail about one survivor in 16 here
-    (``dist.elastic.fail_fast_on_native_crash``): a SIGSEGV (139, Python's fault dump) or a hang that the
+    (``parallel.elastic.fail_fast_on_native_crash``): a SIGSEGV (139, Python's fault dump) or a hang that the
     launcher's timeout ended (SIGTERM, 143)."""
     log = open(os.path.join(logs, "horovodrun.log")).read()
     return "exit with status code 139" in log or "Fatal Python error" in log or "status code 143" in log

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from gluonface.dist.context import DistContext
-from gluonface.dist.failure import leave_on_failure
-from gluonface.dist.fault_switch import FaultSwitch, InjectedFault
-from gluonface.dist.heartbeat import MARKER
+from gluonface.parallel.context import DistContext
+from gluonface.parallel.failure import leave_on_failure
+from gluonface.parallel.fault_switch import FaultSwitch, InjectedFault
+from gluonface.parallel.heartbeat import MARKER
 from gluonface.errors import GluonFaceError
 
 
@@ -37,9 +37,9 @@ def test_a_single_process_run_raises_as_usual():
 def test_a_dist_worker_reports_and_exits_without_interpreter_shutdown(exc, code, shown):
     """``atexit`` handlers (where ps-lite's exit barrier would wait for peers) never run."""
     script = ("import atexit, os\n"
-              "from gluonface.dist.context import DistContext\n"
-              "from gluonface.dist.failure import leave_on_failure\n"
-              "from gluonface.dist.heartbeat import start_heartbeat\n"
+              "from gluonface.parallel.context import DistContext\n"
+              "from gluonface.parallel.failure import leave_on_failure\n"
+              "from gluonface.parallel.heartbeat import start_heartbeat\n"
               "from gluonface.errors import GluonFaceError\n"
               "atexit.register(lambda: print('SHUTDOWN RAN', flush=True))\n"
               "hb = start_heartbeat()\n"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from gluonface.dist.context import DistContext, KVHandle
-from gluonface.dist.kvstore_trainer import KVStoreTrainer
-from gluonface.dist.preflight import check_optimizer_pickles
+from gluonface.parallel.context import DistContext, KVHandle
+from gluonface.parallel.kvstore_trainer import KVStoreTrainer
+from gluonface.parallel.preflight import check_optimizer_pickles
 from gluonface.errors import GluonFaceError
 
 

@@ -5,9 +5,9 @@ import pytest
 from mxnet import autograd, gluon
 
 from gluonface.config import DistConfig
-from gluonface.dist import collectives, init_dist, make_trainer, parse_devices
-from gluonface.dist.context import resolve_engine
-from gluonface.dist.kvstore_trainer import OffsetStore
+from gluonface.parallel import collectives, init_dist, make_trainer, parse_devices
+from gluonface.parallel.context import resolve_engine
+from gluonface.parallel.kvstore_trainer import OffsetStore
 from gluonface.errors import GluonFaceError
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from gluonface.dist import DistContext
+from gluonface.parallel import DistContext
 from gluonface.engine import checkpoint as ck
 
 LOCAL = DistContext(engine="local", ctx=[mx.cpu()])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mxnet import gluon
 
-from gluonface.dist import DistContext
+from gluonface.parallel import DistContext
 from gluonface.engine import checkpoint as ck
 from gluonface.engine.params_file import check_complete, expected_size
 from gluonface.errors import GluonFaceError

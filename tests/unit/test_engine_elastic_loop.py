@@ -4,8 +4,8 @@ from types import SimpleNamespace
 import pytest
 
 from gluonface.config import DistConfig, TrainConfig
-from gluonface.dist import DistContext
-from gluonface.dist.elastic import require_elastic_launch
+from gluonface.parallel import DistContext
+from gluonface.parallel.elastic import require_elastic_launch
 from gluonface.engine.elastic_loop import check_global_batch, commit_every, resize_schedule
 from gluonface.engine.schedule import resolve_schedule
 from gluonface.errors import GluonFaceError

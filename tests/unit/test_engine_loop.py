@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mxnet import gluon
 
-from gluonface.dist import DistContext
+from gluonface.parallel import DistContext
 from gluonface.engine.hooks import LogHook
 from gluonface.engine.loop import Hook, TrainLoop
 from gluonface.engine.runlog import RunLogger, plot_curves, read_metrics

@@ -1,7 +1,7 @@
 """Stall detection from heartbeats, on synthetic beats and a virtual clock (gluonface.launch.liveness)."""
 import pytest
 
-from gluonface.dist.heartbeat import decode, encode
+from gluonface.parallel.heartbeat import decode, encode
 from gluonface.launch.liveness import FLOOR, STARTUP_GRACE, Liveness
 
 

@@ -56,7 +56,7 @@ def test_kvstore_plan_exact_environment():
     assert specs[2].env == dict(common, DMLC_ROLE="server", DMLC_NODE_HOST="10.0.0.2")
     assert specs[5].env == dict(common, DMLC_ROLE="worker", DMLC_NODE_HOST="10.0.0.2",
                                 GLUONFACE_LOCAL_RANK="1", GLUONFACE_WORKER_INDEX="2")
-    assert specs[0].argv == ("py", "-m", "gluonface.dist.server")
+    assert specs[0].argv == ("py", "-m", "gluonface.parallel.server")
     assert specs[3].argv == ("python", "-m", "gluonface", "train", "c.yaml")
 
 

@@ -101,7 +101,7 @@ def test_sigterm_to_the_launcher_stops_the_job(tmp_path):
 
 
 BEATING = ("import os, sys, time\n"
-           "from gluonface.dist.heartbeat import start_heartbeat\n"
+           "from gluonface.parallel.heartbeat import start_heartbeat\n"
            "hb = start_heartbeat()\n"
            "hb.set_rank({rank}, 2)\n"
            "hb.training(0)\n"
@@ -127,8 +127,8 @@ def test_a_stopped_worker_is_a_stall_named_with_its_step(tmp_path):
 
 
 def test_the_reason_comes_from_the_failed_heartbeat(tmp_path):
-    code = ("from gluonface.dist.heartbeat import start_heartbeat\n"
-            "from gluonface.dist.failure import report_and_exit\n"
+    code = ("from gluonface.parallel.heartbeat import start_heartbeat\n"
+            "from gluonface.parallel.failure import report_and_exit\n"
             "hb = start_heartbeat()\n"
             "try:\n"
             "    raise RuntimeError('disk on fire\\nsecond line: the one that counts')\n"
@@ -161,7 +161,7 @@ def test_a_worker_whose_launcher_died_leaves_by_itself(tmp_path, sign):
     import subprocess as sp
     import time
     script = ("import multiprocessing as mp, os, sys, time\n"
-              "from gluonface.dist.heartbeat import start_heartbeat\n"
+              "from gluonface.parallel.heartbeat import start_heartbeat\n"
               "def child():\n"
               "    time.sleep(300)\n"
               "c = mp.get_context('fork').Process(target=child, daemon=True); c.start()\n"

@@ -1,10 +1,12 @@
-"""The package's shape: imports point one way (no cycles) and nothing imports the CLI. Read from the source (ast), so lazy imports inside functions count."""
+"""The package's shape: imports point one way (no cycles), nothing imports the CLI, no folder with a name
+that tools treat as generated output. Read from the source (ast), so lazy imports inside functions count."""
 import ast
 import os
 
 import gluonface
 
 ROOT = os.path.dirname(os.path.abspath(gluonface.__file__))
+OUTPUT_FOLDER_NAMES = {"dist", "build", "out"}   # ignored at any depth by the standard Python .gitignore
 
 
 def _module_name(path):
@@ -79,3 +81,8 @@ def test_nothing_imports_the_cli():
              and not m.startswith("gluonface.cli") and m != "gluonface.__main__"]
     assert not users, users
 
+
+def test_no_folder_named_like_build_output():
+    for folder, dirs, _ in os.walk(ROOT):
+        bad = OUTPUT_FOLDER_NAMES & set(dirs)
+        assert not bad, f"{folder}: {sorted(bad)} (the standard .gitignore drops such folders at any depth)"

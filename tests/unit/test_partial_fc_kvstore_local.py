@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 import partial_fc_reference as ref  # noqa: E402
 
-from gluonface.dist.context import KVHandle  # noqa: E402
+from gluonface.parallel.context import KVHandle  # noqa: E402
 from gluonface.errors import GluonFaceError  # noqa: E402
 from gluonface.losses.partial_fc.kvstore import PartialFCKVStore  # noqa: E402
 from gluonface.losses.partial_fc.server import PartialFCServerSGD  # noqa: E402

@@ -42,7 +42,7 @@ def build_partial_fc(loss_cfg, num_classes, embedding_size, dist_ctx, seed=0):
             ``sub_centers``, ``sample_rate``).
         num_classes: C, identities in the training set.
         embedding_size: E, the backbone's output width.
-        dist_ctx: ``gluonface.dist.DistContext`` (engine, rank, num_workers, ctx, handle).
+        dist_ctx: ``gluonface.parallel.DistContext`` (engine, rank, num_workers, ctx, handle).
         seed: initial centres (identical whatever the number of workers) and negative sampling.
     Returns:
         ``PartialFCHorovod`` (engines 'horovod' and 'local') or ``PartialFCKVStore`` ('kvstore').

@@ -122,7 +122,7 @@ class RowStore:
         if float(self.pull(np.array([0]), momentum=True)[0, 0].asscalar()) >= MARKER / 2:
             raise GluonFaceError("the parameter servers are not running the Partial FC optimizer (their log "
                                  "shows why unpickling it failed); fix: start servers with `gluonface launch` "
-                                 "(python -m gluonface.dist.server) from the same gluonface installation")
+                                 "(python -m gluonface.parallel.server) from the same gluonface installation")
 
     def file_names(self):
         """Checkpoint files, one per block: ``classifier-block<b>.params`` (weight and momentum)."""

@@ -7,12 +7,12 @@ function survive Horovod workers leaving; ``preflight`` checks the optimizer sur
 servers; ``server`` is the entry point of scheduler/server processes. Nothing here runs at import time;
 MXNet and Horovod are imported by the functions that need them.
 """
-from gluonface.dist.context import DistContext, init_dist, parse_devices
+from gluonface.parallel.context import DistContext, init_dist, parse_devices
 
 __all__ = ["DistContext", "init_dist", "parse_devices", "make_trainer"]
 
 
 def make_trainer(*args, **kwargs):
-    """See ``gluonface.dist.trainer.make_trainer`` (imported lazily: it imports MXNet)."""
-    from gluonface.dist.trainer import make_trainer as _make
+    """See ``gluonface.parallel.trainer.make_trainer`` (imported lazily: it imports MXNet)."""
+    from gluonface.parallel.trainer import make_trainer as _make
     return _make(*args, **kwargs)

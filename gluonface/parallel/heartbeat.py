@@ -66,7 +66,7 @@ class Heartbeat:
     Args:
         interval: seconds between beats, or None (not supervised).
         fd: file descriptor the beats go to (stderr).
-        fault: a ``gluonface.dist.fault_switch.FaultSwitch`` or None (test-only failures inside a step).
+        fault: a ``gluonface.parallel.fault_switch.FaultSwitch`` or None (test-only failures inside a step).
     """
 
     def __init__(self, interval=None, fd=2, fault=None):
@@ -193,7 +193,7 @@ def _leave_orphaned():
 
 def start_heartbeat(environ=None):
     """The ``Heartbeat`` of this process as the launcher asked for it (inert without ``GLUONFACE_HEARTBEAT``)."""
-    from gluonface.dist.fault_switch import FaultSwitch
+    from gluonface.parallel.fault_switch import FaultSwitch
     env = os.environ if environ is None else environ
     raw = env.get(ENV_INTERVAL, "")
     try:

@@ -21,7 +21,7 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.kvstore.base import KVStoreBase
 
-from gluonface.dist.preflight import check_optimizer_pickles
+from gluonface.parallel.preflight import check_optimizer_pickles
 from gluonface.errors import GluonFaceError
 
 LOG = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ forever and stalls Horovod (``data.loader.TrainLoader`` gives every part the sam
 """
 from mxnet import gluon
 
-from gluonface.dist.kvstore_trainer import KVStoreTrainer
+from gluonface.parallel.kvstore_trainer import KVStoreTrainer
 from gluonface.errors import GluonFaceError
 
 
@@ -60,7 +60,7 @@ def _as_list(params):
 
 
 def _horovod_trainer(params, optimizer, optimizer_params, dist_ctx, prefix):
-    from gluonface.dist.context import import_horovod
+    from gluonface.parallel.context import import_horovod
     hvd = import_horovod()
     handle = dist_ctx.handle
     if prefix is None:

@@ -26,8 +26,8 @@ import os
 
 import mxnet as mx
 
-from gluonface.dist.context import KVHandle, import_horovod
-from gluonface.dist.trainer import broadcast_from_rank0
+from gluonface.parallel.context import KVHandle, import_horovod
+from gluonface.parallel.trainer import broadcast_from_rank0
 from gluonface.errors import GluonFaceError
 
 
@@ -183,7 +183,7 @@ def _from_horovod(exc):
 def run(func, heartbeat=None):
     """Decorator: run ``func(state, ...)`` elastically (see the module docstring).
 
-    ``heartbeat`` (a ``gluonface.dist.heartbeat.Heartbeat``) is told when a reset starts: re-forming the
+    ``heartbeat`` (a ``gluonface.parallel.heartbeat.Heartbeat``) is told when a reset starts: re-forming the
     ring is a pause, not a stall."""
     from horovod.common.elastic import run_fn
     from horovod.common.exceptions import HorovodInternalError

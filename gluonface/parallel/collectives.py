@@ -7,7 +7,7 @@ import numbers
 
 import mxnet as mx
 
-from gluonface.dist.context import import_horovod
+from gluonface.parallel.context import import_horovod
 
 
 def allreduce_mean(value, dist_ctx):
@@ -61,10 +61,10 @@ def broadcast_parameters(params, dist_ctx, prefix="gluonface.bcast."):
     if dist_ctx.num_workers == 1:
         return
     if dist_ctx.engine == "horovod":
-        from gluonface.dist.trainer import broadcast_from_rank0
+        from gluonface.parallel.trainer import broadcast_from_rank0
         broadcast_from_rank0(import_horovod(), plist, f"{prefix}{dist_ctx.handle.allocate(1)}.")
     else:
-        from gluonface.dist.kvstore_trainer import kv_broadcast
+        from gluonface.parallel.kvstore_trainer import kv_broadcast
         store = dist_ctx.handle.store
         first = dist_ctx.handle.allocate(len(plist))
         kv_broadcast(store, store, list(range(first, first + len(plist))), plist)
