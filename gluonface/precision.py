@@ -191,10 +191,15 @@ def convert_block(net, dtype, images, ctx=None, min_cosine=BF16_INFER_MIN_COSINE
     ok, detail = kernel_check(dtype, ctx)
     if not ok:
         raise GluonFaceError(f"{detail}; fix: keep the float32 network")
+    from gluonface.export.symbol import embedding_symbol, symbol_block
     images = mx.nd.array(np.asarray(images, np.float32), ctx=ctx)
     net.hybridize()
     ref = net(images).asnumpy()
-    converted = amp.convert_hybrid_block(net, target_dtype=dtype, ctx=ctx, cast_optional_params=False)
+    # Convert the standard-operator graph (what ``gluonface export`` writes): the executed graph may hold
+    # gluonface's float32-only native ops (gluonface.ops), which AMP cannot cast.
+    sym, arg, aux = embedding_symbol(net)
+    low_sym, low_arg, low_aux = amp.convert_model(sym, arg, aux, target_dtype=dtype, cast_optional_params=False)
+    converted = symbol_block(low_sym, dict(low_arg, **low_aux), ctx=ctx)
     got = converted(images).astype("float32").asnumpy()
     cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-30)
     report = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()), "images": int(len(cos))}
