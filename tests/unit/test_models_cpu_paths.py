@@ -26,37 +26,44 @@ BIG = {"iresnet50", "iresnet100", "iresnet200", "gluoncv:resnet50_v1b", "gluoncv
 _CHILD = textwrap.dedent("""
     import sys, numpy as np, mxnet as mx
     from gluonface.models import get_model
-    name, batch, size, hybrid, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
-    net = get_model(name, input_size=size)
-    net.initialize(mx.init.Xavier(magnitude=2))
-    if hybrid:
-        net.hybridize(static_alloc=True, static_shape=True)
-    x = mx.nd.array(np.random.default_rng(0).uniform(0, 255, size=(batch, 3, size, size)))
-    for step in range(steps):   # a second step reuses cached primitives and the static allocation
-        with mx.autograd.record():
-            e = net(x)
-            loss = (e * e).mean()
-        loss.backward()
-    grads = {k: p.grad().asnumpy() for k, p in net.collect_params().items() if p.grad_req != "null"}
-    bad = [k for k, g in grads.items() if not np.isfinite(g).all()]
-    assert not bad, bad
-    if batch > 1:  # at batch 1 a training-mode BatchNorm on (1, C) outputs its beta: no gradient flows back
-        assert sum(float(np.abs(g).sum()) > 0 for g in grads.values()) > 0.9 * len(grads)
-    infer = net(x).asnumpy()           # inference mode after training mode
-    assert infer.shape == (batch, 512) and np.isfinite(infer).all()
-    print("ok", name, batch, hybrid)
+    for case in sys.argv[1:]:   # name,batch,size,hybrid,steps, one after another in this process
+        name, batch, size, hybrid, steps = case.split(",")
+        batch, size, hybrid, steps = int(batch), int(size), hybrid == "1", int(steps)
+        print("start", case, flush=True)
+        net = get_model(name, input_size=size)
+        net.initialize(mx.init.Xavier(magnitude=2))
+        if hybrid:
+            net.hybridize(static_alloc=True, static_shape=True)
+        x = mx.nd.array(np.random.default_rng(0).uniform(0, 255, size=(batch, 3, size, size)))
+        for step in range(steps):   # a second step reuses cached primitives and the static allocation
+            with mx.autograd.record():
+                e = net(x)
+                loss = (e * e).mean()
+            loss.backward()
+        grads = {k: p.grad().asnumpy() for k, p in net.collect_params().items() if p.grad_req != "null"}
+        bad = [k for k, g in grads.items() if not np.isfinite(g).all()]
+        assert not bad, (case, bad)
+        if batch > 1:  # at batch 1 a training-mode BatchNorm on (1, C) outputs its beta: no gradient flows back
+            assert sum(float(np.abs(g).sum()) > 0 for g in grads.values()) > 0.9 * len(grads), case
+        infer = net(x).asnumpy()           # inference mode after training mode
+        assert infer.shape == (batch, 512) and np.isfinite(infer).all(), case
+        print("ok", case, flush=True)
 """)
 
 
-def _run_child(name, batch, size=112, hybrid=True, engine="ThreadedEnginePerDevice", steps=2, timeout=600):
+def _run_child(cases, engine="ThreadedEnginePerDevice", timeout=900):
+    """Run ``cases`` ((name, batch, size, hybrid, steps) tuples) in one child; a crash names its case."""
     env = dict(os.environ, MXNET_ENGINE_TYPE=engine, OMP_NUM_THREADS="2")
-    proc = subprocess.run([sys.executable, "-c", _CHILD, name, str(batch), str(size), "1" if hybrid else "0",
-                           str(steps)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    args = [",".join(str(int(v) if isinstance(v, bool) else v) for v in case) for case in cases]
+    proc = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
     how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
            else f"exit {proc.returncode}")
-    assert proc.returncode == 0 and "ok " in proc.stdout, \
-        f"{name} batch {batch} hybrid={hybrid} engine={engine}: {how}\n{proc.stderr[-3000:]}"
+    started = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("start ")]
+    done = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")]
+    assert proc.returncode == 0 and done == args, \
+        f"engine={engine}: {how} in case {started[-1] if started else '?'} (name,batch,size,hybrid,steps)\n" \
+        f"{proc.stderr[-3000:]}"
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -77,20 +84,17 @@ def test_no_batchnorm_sees_a_1x1_map(name):
 
 
 @pytest.mark.parametrize("engine", ["NaiveEngine", "ThreadedEnginePerDevice"])
-@pytest.mark.parametrize("hybrid", [False, True])
-@pytest.mark.parametrize("batch", [1, 4])
-def test_mobilefacenet_trains_at_every_batch_size(batch, hybrid, engine):
-    _run_child("mobilefacenet", batch, hybrid=hybrid, engine=engine)
+def test_mobilefacenet_trains_at_every_batch_size(engine):
+    # batch 1 and 4, imperative and hybridized (static allocation), in one process per engine
+    _run_child([("mobilefacenet", b, 112, hybrid, 2) for b in (1, 4) for hybrid in (False, True)], engine)
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if n not in BIG and n != "mobilefacenet"])
-def test_every_backbone_trains_at_batch_2(name):
+def test_every_backbone_trains_at_batch_2():
     # 56x56 keeps the deep nets quick; every map they normalise is still larger than 1x1 (checked above).
-    _run_child(name, 2, size=56, engine="NaiveEngine")
+    _run_child([(n, 2, 56, True, 2) for n in list_models() if n not in BIG and n != "mobilefacenet"])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(BIG))
-def test_every_big_backbone_trains_at_batch_2(name):
-    # One imperative step: the hybridized and repeated paths of their block types run in the test above.
-    _run_child(name, 2, size=56, hybrid=False, engine="NaiveEngine", steps=1)
+def test_every_big_backbone_trains_at_batch_2():
+    # One hybridized step: the imperative and repeated paths of their block types run in the test above.
+    _run_child([(n, 2, 56, True, 1) for n in sorted(BIG)])
