@@ -49,3 +49,19 @@ def test_elastic_needs_horovods_elastic_driver(monkeypatch):
     with pytest.raises(GluonFaceError, match="engine here: local"):
         require_elastic_launch(DistContext("local"))
     require_elastic_launch(DistContext("horovod"))
+
+
+@pytest.mark.parametrize("text, peer_gone", [
+    # what a survivor's collective raised when the other rank was SIGKILLed (MXNet's reformatting kept)
+    ('Traceback (most recent call last):\n  File "Read error [127.0.0.1]", line 33198\nMXNetError: Connection '
+     'reset by peer', True),
+    ("[/tmp/gloo/transport/tcp/pair.cc:598] Connection closed by peer [10.0.0.2]:41234", True),
+    ("Write error [127.0.0.1]:5555: Broken pipe", True),
+    ("Horovod has been shut down. This was caused by an exception on one of the ranks", True),
+    ("Check failed: e == cudaSuccess: out of memory", False),
+    ("Shape inconsistent, Provided = [4,3], inferred shape=[4,2]", False),
+])
+def test_broken_collectives_roll_back_and_real_errors_fail(text, peer_gone):
+    import mxnet as mx
+    from gluonface.parallel.elastic import _from_horovod
+    assert _from_horovod(mx.base.MXNetError(text)) is peer_gone
