@@ -23,6 +23,9 @@ def add_arguments(parser):
     parser.add_argument("--out", metavar="DIR", help="write eval.json and plots here")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--ctx", default="cpu", help="cpu, gpu0 or gpu0,gpu1 (batches split across devices)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "mxnet", "onnxruntime"),
+                        help="exported models: auto (per batch size the faster of MXNet and onnxruntime, "
+                             "measured on the first batches), mxnet or onnxruntime; eval.json says which ran")
     parser.add_argument("--nfolds", type=int, default=10)
     parser.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation")
     parser.add_argument("--keep-image-norm", action="store_true",
@@ -36,4 +39,5 @@ def run(args):
                                template_pairs=args.template_pairs, identification=args.identification,
                                image_root=args.image_root, out_dir=args.out, batch_size=args.batch_size,
                                ctx=args.ctx, flip=not args.no_flip, nfolds=args.nfolds,
-                               image_norm=not args.keep_image_norm, progress=not args.no_progress)
+                               image_norm=not args.keep_image_norm, progress=not args.no_progress,
+                               backend=args.backend)

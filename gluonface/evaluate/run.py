@@ -26,8 +26,11 @@ def parse_ctx(text):
     return out
 
 
-def load_model(source, which="auto", ctx=None):
+def load_model(source, which="auto", ctx=None, backend="auto"):
     """A model to embed with: a run directory's backbone, a symbol checkpoint, an INT8 checkpoint or ONNX.
+
+    ``backend`` applies to exported models (``FaceEmbedder.from_path``); a run directory's backbone runs as
+    the Gluon network it is (``mxnet``; export it to run it on onnxruntime).
 
     Returns:
         (model usable by ``embed_images``, info dict with ``kind``, ``source``, ``input_size``, ...).
@@ -35,7 +38,13 @@ def load_model(source, which="auto", ctx=None):
     import mxnet as mx
     ctx = ctx or [mx.cpu()]
     source = str(source)
+    from gluonface.export.embedder import check_backend
+    check_backend(backend)
     if os.path.isdir(source):
+        if backend == "onnxruntime":
+            raise GluonFaceError(f"{source} is a run directory: its backbone runs as a Gluon network on MXNet; fix: "
+                                 "--backend auto/mxnet, or `gluonface export RUN_DIR PREFIX --onnx` and evaluate "
+                                 "PREFIX with --backend onnxruntime")
         from gluonface.engine.checkpoint import load_backbone
         from gluonface.export.run import resolve_which
         which = resolve_which(source, which)
@@ -43,10 +52,10 @@ def load_model(source, which="auto", ctx=None):
         net.hybridize(static_alloc=True, static_shape=True)
         return net, {"kind": "run", "source": source, "which": which, "step": info.get("step"),
                      "config_hash": info.get("config_hash"), "backbone": info["model"].get("name"),
-                     "input_size": [112, 112]}
+                     "input_size": [112, 112], "backend": {"backend": "mxnet", "runs": {"all": "mxnet"}}}
     if source.endswith(".onnx") or os.path.isfile(source + "-symbol.json") or source.endswith("-symbol.json"):
         from gluonface.export.embedder import FaceEmbedder
-        emb = FaceEmbedder.from_path(source, ctx=ctx[0])
+        emb = FaceEmbedder.from_path(source, ctx=ctx[0], backend=backend)
         info = {"kind": emb.kind, "source": source, "backbone": emb.info.get("backbone"),
                 "input_size": list(emb.input_size)}
         if emb.input_spec:  # what the ONNX model was fed (its metadata said so)
@@ -68,7 +77,7 @@ def _jsonable(obj):
 
 def evaluate(model, *, which="auto", bins=(), templates=None, template_pairs=None, identification=None,
              image_root=None, out_dir=None, batch_size=64, ctx=None, flip=True, nfolds=10, image_norm=True,
-             progress=False):
+             progress=False, backend="auto"):
     """Run every protocol asked for on one model.
 
     Args:
@@ -80,6 +89,8 @@ def evaluate(model, *, which="auto", bins=(), templates=None, template_pairs=Non
             directory of each list file).
         out_dir: where ``eval.json``, ``roc.png`` and ``cmc.png`` go (None: nothing written).
         ctx: list of ``mx.Context`` (``parse_ctx``).
+        backend: exported models: ``auto``, ``mxnet`` or ``onnxruntime`` (``FaceEmbedder``); what ran is
+            ``results["model"]["backend"]``.
 
     Returns:
         dict ``{"model": info, "verification": {name: metrics}, "templates": metrics, "identification":
@@ -95,7 +106,7 @@ def evaluate(model, *, which="auto", bins=(), templates=None, template_pairs=Non
     for path in list(bins) + [p for p in (templates, template_pairs, identification) if p]:
         if not os.path.isfile(path):
             raise GluonFaceError(f"{path} does not exist; fix: check the path")
-    net, info = load_model(model, which, ctx)
+    net, info = load_model(model, which, ctx, backend)
     size = tuple(info["input_size"])
     results = {"model": info}
     curves = {}
@@ -118,6 +129,8 @@ def evaluate(model, *, which="auto", bins=(), templates=None, template_pairs=Non
         results["identification"] = evaluate_identification(
             net, identification, image_root or os.path.dirname(identification), size, batch_size, ctx, flip,
             progress=progress)
+    if hasattr(net, "backend_report"):   # auto decides per batch size while embedding: report what ran
+        info["backend"] = net.backend_report()
     if out_dir:
         from gluonface.evaluate.plots import plot_cmc, plot_roc
         os.makedirs(out_dir, exist_ok=True)
@@ -136,6 +149,10 @@ def evaluate(model, *, which="auto", bins=(), templates=None, template_pairs=Non
 def format_results(results):
     """Human-readable summary lines of ``evaluate``'s results."""
     lines = [f"model: {results['model']['source']} ({results['model']['kind']})"]
+    backend = results["model"].get("backend")
+    if backend:
+        runs = ", ".join(f"batch {c}: {n}" if c != "all" else n for c, n in sorted(backend["runs"].items()))
+        lines[0] += f", backend {backend['backend']}" + (f" ({runs})" if backend["backend"] == "auto" else "")
     spec = results["model"].get("onnx_input")
     if spec:
         lines[0] += (f", fed (RGB - {spec['mean']:g}) / {spec['std']:g} ({spec['convention']} convention, from "

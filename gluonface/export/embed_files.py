@@ -26,12 +26,13 @@ def collect_images(inputs):
     return paths
 
 
-def embed_files(inputs, model, out, batch_size=64, flip=True, ctx=None, progress=False):
+def embed_files(inputs, model, out, batch_size=64, flip=True, ctx=None, progress=False, backend="auto"):
     """Embed aligned face images and save them.
 
     Args:
         inputs: image files and/or directories.
         model: exported PREFIX (symbol or INT8) or ``.onnx`` (``FaceEmbedder.from_path``).
+        backend: ``auto``, ``mxnet`` or ``onnxruntime`` (``FaceEmbedder.from_path``).
         out: ``.npy`` path; ``(N, E) float32`` L2-normalised rows in the order of ``OUT.txt``, which lists the
             image paths one per line.
 
@@ -44,12 +45,13 @@ def embed_files(inputs, model, out, batch_size=64, flip=True, ctx=None, progress
     if not str(out).endswith(".npy"):
         raise GluonFaceError(f"--out {out} must end with .npy; fix: e.g. --out embeddings.npy")
     paths = collect_images(inputs)
-    emb = FaceEmbedder.from_path(model, ctx=ctx)
+    emb = FaceEmbedder.from_path(model, ctx=ctx, backend=backend)
     chunks = iter_image_chunks(paths, "", emb.input_size, chunk=batch_size)
     feats = l2_normalize(embed_raw(emb, chunks, batch_size=batch_size, flip=flip, progress=progress))
     os.makedirs(os.path.dirname(os.path.abspath(str(out))), exist_ok=True)
     np.save(str(out), feats)
     with open(str(out)[:-4] + ".txt", "w", encoding="utf-8") as f:
         f.write("".join(p + "\n" for p in paths))
-    print(f"wrote {out}: {feats.shape[0]} x {feats.shape[1]} float32 (paths in {str(out)[:-4]}.txt)")
+    print(f"wrote {out}: {feats.shape[0]} x {feats.shape[1]} float32 (paths in {str(out)[:-4]}.txt); backend "
+          f"{emb.describe_backend()}")
     return str(out), feats.shape[0], feats.shape[1]

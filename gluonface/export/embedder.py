@@ -3,10 +3,20 @@
     emb = FaceEmbedder.from_path("out/model")          # or "out/model.onnx", "out/model-int8"
     e = emb.embed(aligned_uint8_images)                 # (N, E) float32, L2-normalised
     emb.compare(e[0], e[1])                             # cosine similarity
+
+Backends. A float32 model runs on MXNet (the folded symbol, bound once per batch shape) or on onnxruntime
+(the exported ``.onnx`` beside it, else the folded symbol converted to ONNX in memory). Which is faster
+depends on the network, the batch size and the CPU (see bench/results/export.md), so ``backend="auto"``
+(the default on a CPU) keeps both, checks that they agree, times each on the caller's own first batches of
+a batch class (1..8 images, more than 8) and then runs that class on the faster one. ``backend_report()``
+says which runs and what was measured; ``gluonface eval`` writes it to eval.json. INT8 symbols run on MXNet
+only, ONNX files on onnxruntime only, GPU contexts on MXNet only.
 """
 import collections
 import json
 import os
+import tempfile
+import time
 
 import numpy as np
 
@@ -16,6 +26,53 @@ from gluonface.export.names import INPUT_NAME
 from gluonface.export.symbol import check_input, check_shapes, load_checkpoint
 
 DEFAULT_INPUT_SIZE = (112, 112)
+BACKENDS = ("auto", "mxnet", "onnxruntime")
+SMALL_BATCH = 8          # batch classes for the auto backend: 1..SMALL_BATCH images, and more
+AUTO_TRIALS = 3          # timed calls per backend and class (after one untimed warm-up call each)
+BACKEND_MIN_COSINE = 0.9999   # two backends of one model must agree this well on the probe faces
+
+
+def check_backend(backend):
+    if backend not in BACKENDS:
+        raise GluonFaceError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}; fix: e.g. --backend auto")
+    return backend
+
+
+def batch_class(n):
+    return f"1-{SMALL_BATCH}" if n <= SMALL_BATCH else f">{SMALL_BATCH}"
+
+
+class AutoForward:
+    """Runs each batch class on the fastest of equivalent forwards, timed on the caller's own batches.
+
+    Every call returns a real result: the first ``1 + trials`` calls of a class go round the candidates (the
+    first call of each is a warm-up: executors bind and sessions allocate then), and once every candidate has
+    ``trials`` timed calls the one with the lowest median time per image runs that class from then on.
+    """
+
+    def __init__(self, candidates, trials=AUTO_TRIALS, clock=time.perf_counter):
+        self.candidates = dict(candidates)
+        self.trials = int(trials)
+        self.clock = clock
+        self.samples = {}     # class -> {name: [seconds per image, ...]} (warm-up included, first)
+        self.choice = {}      # class -> name
+        self.measured = {}    # class -> {name: ms per image}
+
+    def __call__(self, x):
+        cls = batch_class(len(x))
+        name = self.choice.get(cls)
+        if name is not None:
+            return self.candidates[name](x)
+        samples = self.samples.setdefault(cls, {n: [] for n in self.candidates})
+        name = min(samples, key=lambda n: len(samples[n]))
+        start = self.clock()
+        out = self.candidates[name](x)
+        samples[name].append((self.clock() - start) / max(len(x), 1))
+        if all(len(v) > self.trials for v in samples.values()):
+            ms = {n: 1e3 * float(np.median(v[1:])) for n, v in samples.items()}
+            self.measured[cls] = ms
+            self.choice[cls] = min(ms, key=ms.get)
+        return out
 
 
 def read_export_info(path):
@@ -49,6 +106,60 @@ def to_nhwc(images, input_size):
                              f"{input_size[0]}x{input_size[1]} faces; fix: align them first (`gluonface align` "
                              "or FaceEmbedder.embed_photo)")
     return x, single
+
+
+def split_prefix_onnx(path):
+    """``PREFIX.onnx`` beside a symbol ``PREFIX`` / ``PREFIX-symbol.json`` if it exists, else None."""
+    prefix = path[:-len("-symbol.json")] if path.endswith("-symbol.json") else path
+    return prefix + ".onnx" if os.path.isfile(prefix + ".onnx") else None
+
+
+def _ort_threads(threads):
+    if threads:
+        return int(threads)
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
+def _cosines(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+
+
+def _ort_twin(folded, size, info, flip, threads, onnx_path, probe, reference, source):
+    """An onnxruntime ``FaceEmbedder`` of the same model: the exported ``.onnx`` beside it when that file agrees
+    with the symbol, else the folded graph converted to ONNX in memory. Raises GluonFaceError when neither
+    can run or agree."""
+    note = None
+    if onnx_path:
+        twin = FaceEmbedder._from_onnx(onnx_path, size, info, flip, threads, kind="symbol")
+        cos = _cosines(twin._forward(probe), reference)
+        if cos.min() >= BACKEND_MIN_COSINE:
+            return twin
+        note = (f"{os.path.basename(onnx_path)} beside it disagrees with the symbol (cosine {cos.min():.4f}), "
+                "so the symbol was converted instead")
+    if folded is None:
+        raise GluonFaceError("no float32 graph to convert")
+    try:
+        import onnxruntime  # noqa: F401
+        from gluonface.export.convention import metadata_props
+        from gluonface.export.onnx import export_onnx
+        with tempfile.TemporaryDirectory(prefix="gluonface-ort-") as tmp:
+            path = export_onnx(*folded, os.path.join(tmp, "model.onnx"), input_shape=(1, 3) + size,
+                               metadata=metadata_props("raw", size, reference.shape[1]))
+            twin = FaceEmbedder._from_onnx(path, size, info, flip, threads, kind="symbol")
+    except ImportError as exc:
+        raise GluonFaceError(f"onnxruntime is not installed ({exc}); fix: pip install 'gluonface[export]'") from exc
+    except GluonFaceError:
+        raise
+    except Exception as exc:  # the converter raises its own types for graphs it cannot express
+        raise GluonFaceError(f"{source} does not convert to ONNX ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    cos = _cosines(twin._forward(probe), reference)
+    if cos.min() < BACKEND_MIN_COSINE:
+        raise GluonFaceError(f"onnxruntime's embeddings of {source} disagree with MXNet's (cosine {cos.min():.5f} < "
+                             f"{BACKEND_MIN_COSINE})")
+    twin.backend_note = note
+    return twin
 
 
 def bound_forward(sym, params, ctx, keep=4):
@@ -91,89 +202,158 @@ class FaceEmbedder:
     """
 
     def __init__(self, forward, input_size=DEFAULT_INPUT_SIZE, kind="symbol", info=None, flip=True,
-                 input_spec=None):
+                 input_spec=None, backend=None, backend_note=None):
         self._forward = forward
         self.input_spec = input_spec
         self.input_size = tuple(input_size)
         self.kind = kind
         self.info = dict(info or {})
         self.flip = flip
+        self.backend = backend or ("onnxruntime" if kind == "onnx" else "mxnet")
+        self.backend_note = backend_note
         self._detector = None
 
+    def backend_report(self):
+        """Which backend runs: ``{"backend": auto|mxnet|onnxruntime, "runs": {batch class: backend},
+        "ms_per_image": {class: {backend: ms}}, "note": why a backend was left out}`` (auto fills ``runs`` as
+        each batch class is measured)."""
+        report = {"backend": self.backend}
+        if isinstance(self._forward, AutoForward):
+            report["candidates"] = sorted(self._forward.candidates)
+            report["runs"] = dict(self._forward.choice)
+            report["ms_per_image"] = {c: {n: round(v, 4) for n, v in m.items()}
+                                      for c, m in self._forward.measured.items()}
+        else:
+            report["runs"] = {"all": self.backend}
+        if self.backend_note:
+            report["note"] = self.backend_note
+        return report
+
+    def describe_backend(self):
+        """One line for people: which backend ran which batch sizes, and the times it was chosen on."""
+        r = self.backend_report()
+        if r["backend"] != "auto":
+            text = r["backend"]
+        else:
+            parts = []
+            for cls, name in sorted(r["runs"].items()):
+                ms = r["ms_per_image"].get(cls, {})
+                others = ", ".join(f"{n} {v:.3g}" for n, v in sorted(ms.items()) if n != name)
+                parts.append(f"batch {cls}: {name} ({ms.get(name, 0):.3g} ms/image; {others})")
+            text = "auto: " + ("; ".join(parts) if parts else "not measured yet") + \
+                (f" [candidates: {', '.join(r['candidates'])}]" if len(r.get("candidates", ())) < 2 else "")
+        return text + (f" ({r['note']})" if r.get("note") else "")
+
     @classmethod
-    def from_path(cls, path, ctx=None, flip=True, threads=None):
+    def from_path(cls, path, ctx=None, flip=True, threads=None, backend="auto"):
         """Load ``PREFIX`` (symbol or INT8 checkpoint), ``PREFIX-symbol.json`` or ``MODEL.onnx``.
 
         Args:
             ctx: MXNet context for symbol models (default cpu).
-            threads: onnxruntime intra-op threads (ONNX only).
+            threads: onnxruntime intra-op threads (default: ``OMP_NUM_THREADS`` if set, else the runtime's).
+            backend: ``auto`` (default), ``mxnet`` or ``onnxruntime`` (see the module docstring).
         """
         path = str(path)
+        check_backend(backend)
         info = read_export_info(path)
         size = tuple(info.get("input_size", DEFAULT_INPUT_SIZE))
         if path.endswith(".onnx"):
+            if backend == "mxnet":
+                raise GluonFaceError(f"{path} is an ONNX file: it runs on onnxruntime; fix: --backend auto or "
+                                     "onnxruntime, or pass the exported PREFIX (PREFIX-symbol.json) to run on MXNet")
             return cls._from_onnx(path, size, info, flip, threads)
         sym, params, _, _ = load_checkpoint(path)
         kind = "int8" if "_contrib_quantize" in sym.tojson() else "symbol"
         if kind == "symbol":
             check_shapes(sym, params, size, path)
-        return cls._from_symbol(sym, params, size, kind, info, flip, ctx, path)
+        beside = split_prefix_onnx(path)
+        return cls._from_symbol(sym, params, size, kind, info, flip, ctx, path, backend=backend, threads=threads,
+                                onnx_path=beside)
 
     @classmethod
-    def _from_onnx(cls, path, size, info, flip, threads):
+    def _from_onnx(cls, path, size, info, flip, threads, kind="onnx"):
         """An onnxruntime session fed what the model's input convention asks (``convention.onnx_input_spec``)."""
         from gluonface.export.convention import onnx_input_spec
         from gluonface.export.onnx import onnx_session
-        sess = onnx_session(path, threads)
+        sess = onnx_session(path, _ort_threads(threads))
         inp = sess.get_inputs()[0]
         if len(inp.shape) == 4 and all(isinstance(d, int) for d in inp.shape[2:]):
             size = tuple(inp.shape[2:])
         spec = onnx_input_spec(path, sess.get_modelmeta().custom_metadata_map)
         mean, inv_std, bgr = np.float32(spec["mean"]), np.float32(1.0 / spec["std"]), spec["color_order"] == "BGR"
+        plain = (mean, inv_std, bgr) == (0.0, 1.0, False)
+        feed = {inp.name: None}
 
         def forward(x):
             x = check_input(x, size)
-            if bgr:
-                x = np.ascontiguousarray(x[:, ::-1])
-            if (mean, inv_std) != (0.0, 1.0):
-                x = (x - mean) * inv_std
-            return sess.run(None, {inp.name: x})[0]
-        return cls(forward, size, "onnx", info, flip, input_spec=spec)
+            if not plain:
+                if bgr:
+                    x = x[:, ::-1]
+                x = np.ascontiguousarray((x - mean) * inv_std, dtype=np.float32)
+            feed[inp.name] = x
+            return sess.run(None, feed)[0]
+        return cls(forward, size, kind, info, flip, input_spec=spec, backend="onnxruntime")
 
     @classmethod
-    def from_net(cls, net, input_size=DEFAULT_INPUT_SIZE, ctx=None, flip=True):
+    def from_net(cls, net, input_size=DEFAULT_INPUT_SIZE, ctx=None, flip=True, backend="mxnet", threads=None):
         """Embed with a Gluon network in memory, run as an exported symbol runs (traced, folded, hybridized).
 
         Args:
             net: initialised HybridBlock, (B, 3, H, W) float32 raw RGB -> (B, E), e.g. ``load_backbone``'s.
             input_size: (H, W) of the aligned faces.
+            backend: ``mxnet`` (default here), ``onnxruntime`` or ``auto`` (the graph converted in memory).
         """
         from gluonface.export.symbol import embedding_symbol
+        check_backend(backend)
         sym, arg, aux = embedding_symbol(net)
         return cls._from_symbol(sym, dict(arg, **aux), tuple(input_size), "gluon", {}, flip, ctx,
-                                type(net).__name__)
+                                type(net).__name__, backend=backend, threads=threads)
 
     @classmethod
-    def _from_symbol(cls, sym, params, size, kind, info, flip, ctx, source):
-        """Fold a float32 graph for inference (``gluonface.export.fold``) and bind it on ``ctx``."""
+    def _from_symbol(cls, sym, params, size, kind, info, flip, ctx, source, backend="mxnet", threads=None,
+                     onnx_path=None):
+        """Fold a float32 graph for inference (``gluonface.export.fold``), bind it on ``ctx``, and with ``auto`` /
+        ``onnxruntime`` add an onnxruntime session of the same graph."""
         import mxnet as mx
         from gluonface.export.fold import fold_for_inference, lower_for_onednn
         ctx = ctx or mx.cpu()
+        note = None
+        if backend != "mxnet" and (kind == "int8" or ctx.device_type != "cpu"):
+            why = ("INT8 symbols run on MXNet only" if kind == "int8" else
+                   f"onnxruntime runs here on the CPU only and the context is {ctx}")
+            if backend == "onnxruntime":
+                raise GluonFaceError(f"cannot run {source} on onnxruntime: {why}; fix: --backend auto or mxnet"
+                                     + (", or embed with the float32 PREFIX / its .onnx" if kind == "int8" else ""))
+            backend, note = "mxnet", why
+        folded = None
         if kind != "int8":  # INT8 graphs come out of quantisation already fused
-            sym, arg, aux = fold_for_inference(sym, params, {}, (1, 3) + size)
+            folded = fold_for_inference(sym, params, {}, (1, 3) + size)
+            sym, arg, aux = folded
             if ctx.device_type == "cpu" and mx.runtime.Features().is_enabled("MKLDNN"):
                 sym, arg, aux = lower_for_onednn(sym, arg, aux, (1, 3) + size)
                 sym = sym.optimize_for("MKLDNN")  # fuse conv + activation / sum, as Module does by default
             params = dict(arg, **aux)
         forward = bound_forward(sym, params, ctx)
+        probe = np.random.default_rng(0).uniform(0, 255, (2, 3) + size).astype(np.float32)
         try:
-            forward(np.zeros((1, 3) + size, np.float32))
+            reference = forward(probe)
         except mx.base.MXNetError as exc:
-            raise GluonFaceError(f"{source} does not run on (1, 3, {size[0]}, {size[1]}) input "
+            raise GluonFaceError(f"{source} does not run on (2, 3, {size[0]}, {size[1]}) input "
                                  f"({str(exc).splitlines()[0][:200]}); fix: use the symbol and params files "
                                  "written together by `gluonface export` (a params file of another network "
                                  "gives wrong shapes), and check input_size in export.json") from exc
-        return cls(forward, size, kind, info, flip)
+        if backend == "mxnet":
+            return cls(forward, size, kind, info, flip, backend="mxnet", backend_note=note)
+        try:
+            ort = _ort_twin(folded, size, info, flip, threads, onnx_path, probe, reference, source)
+        except GluonFaceError as exc:
+            if backend == "onnxruntime":
+                raise
+            return cls(forward, size, kind, info, flip, backend="mxnet", backend_note=f"onnxruntime left out: {exc}")
+        if backend == "onnxruntime":
+            return cls(ort._forward, size, kind, info, flip, backend="onnxruntime", backend_note=ort.backend_note)
+        return cls(AutoForward({"mxnet": forward, "onnxruntime": ort._forward}), size, kind, info, flip,
+                   backend="auto", backend_note=ort.backend_note)
 
     def __call__(self, x):
         """Raw forward pass: (B, 3, H, W) float32 raw RGB -> (B, E) float32 (not normalised)."""

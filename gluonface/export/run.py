@@ -77,22 +77,56 @@ def _export_onnx(exported, out_prefix, input_size, x, ref, files, forms, checks,
                              f"(> {ONNX_TOL}); fix: an operator is translated wrongly, report it")
 
 
+def int8_candidates(traced, input_size):
+    """Float32 graphs to quantise, best first: ``(name, (sym, arg, aux), excluded node names)``.
+
+    1. the folded graph in oneDNN's form (``fold.lower_for_onednn``): BatchNorms folded, PReLU as
+       depthwise convolutions + relu + sum, so quantisation turns every operator into an INT8 oneDNN kernel
+       (VNNI where the CPU has it) with no float32 layer in between. Quantising the traced graph left each
+       BatchNorm, PReLU and elementwise add in float32, with a dequantise/requantise pair around each: that
+       is why INT8 was slower than float32 (0.54-0.63x, bench/results/export.md), not a missing VNNI.
+    2. the same with the dense (embedding) layers kept in float32, for a network whose flattened features do
+       not fit 8 bits;
+    3. the traced graph as trained.
+    The first whose embeddings pass ``check_against_float32`` is kept.
+    """
+    from gluonface.export.fold import fold_for_inference, lower_for_onednn
+    shape = (1, 3) + tuple(input_size)
+    lowered = lower_for_onednn(*fold_for_inference(*traced, shape), shape)
+    dense = [n["name"] for n in json.loads(lowered[0].tojson())["nodes"] if n["op"] == "FullyConnected"]
+    yield "folded, oneDNN form", lowered, ()
+    if dense:
+        yield "folded, oneDNN form, dense layers float32", lowered, tuple(dense)
+    yield "traced", traced, ()
+
+
 def _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks, calib, calib_images, calib_mode):
-    from gluonface.export.embedder import FaceEmbedder
+    import mxnet as mx
+    from gluonface.export.embedder import FaceEmbedder, bound_forward
     from gluonface.export.quantize import calibration_images, check_against_float32, quantize_symbol
     from gluonface.export.symbol import save_symbol
     images = calibration_images(calib, calib_images, image_size=input_size)
-    # From the traced graph: the folded one (PReLU as one LeakyReLU, dense layer without its BatchNorms) gives
-    # MobileFaceNet a quantised graph whose output is wrong (cosine 0 to float32) with MXNet 1.9.1.
-    qsym, qarg, qaux = quantize_symbol(*exported["traced"], images, calib_mode=calib_mode)
+    attempts, error = [], None
+    for name, graph, exclude in int8_candidates(exported["traced"], input_size):
+        qsym, qarg, qaux = quantize_symbol(*graph, images, calib_mode=calib_mode, exclude=exclude)
+        try:
+            report = check_against_float32(bound_forward(qsym, dict(qarg, **qaux), mx.cpu()), forms["symbol"],
+                                           images)
+        except GluonFaceError as exc:
+            attempts.append({"graph": name, "passed": False, "error": str(exc).split(";")[0]})
+            error = exc
+            continue
+        attempts.append({"graph": name, "passed": True, "min_cosine": report["min_cosine"]})
+        break
+    else:   # nothing passed: no INT8 file is written (a model below the bar is not left for deployment)
+        tried = "; ".join(f"{a['graph']}: {a['error']}" for a in attempts)
+        raise GluonFaceError(f"no INT8 form of this network passes the float32 check ({tried}); nothing was "
+                             "kept. fix: calibrate with more images or --calib-mode entropy, or deploy the "
+                             "float32 model") from error
     q = save_symbol(qsym, qarg, qaux, f"{out_prefix}-int8")
-    forms["int8"] = FaceEmbedder.from_path(f"{out_prefix}-int8")
-    try:
-        checks["int8_vs_fp32_on_calibration"] = check_against_float32(forms["int8"], forms["symbol"], images)
-    except GluonFaceError:
-        for path in (q["symbol"], q["params"]):   # a model below the bar is not left for deployment
-            os.remove(path)
-        raise
+    forms["int8"] = FaceEmbedder.from_path(f"{out_prefix}-int8", backend="mxnet")
+    checks["int8_vs_fp32_on_calibration"] = report
+    checks["int8_graph"] = {"quantised": name, "float32_layers": list(exclude), "attempts": attempts}
     files.update(int8_symbol=q["symbol"], int8_params=q["params"])
     checks["int8_min_cosine_to_fp32"] = float(np.sum(_normed(forms["int8"](x)) * _normed(ref), axis=1).min())
     checks["int8_calibration"] = {"rec": str(calib), "images": int(len(images)), "mode": calib_mode}
@@ -187,7 +221,7 @@ def export_model(net, out_prefix, *, info=None, input_size=(112, 112), onnx=Fals
     ref = gluon_forward(net)(x)
     exported = export_symbol(net, out_prefix, fold=fold, input_size=input_size)
     files = {"symbol": exported["symbol"], "params": exported["params"]}
-    forms = {"symbol": FaceEmbedder.from_path(out_prefix)}
+    forms = {"symbol": FaceEmbedder.from_path(out_prefix, backend="mxnet")}
     checks = {"symbol_max_abs_diff": float(np.abs(_normed(forms["symbol"](x)) - _normed(ref)).max()),
               "folded": bool(fold)}
     if checks["symbol_max_abs_diff"] > SYMBOL_TOL:

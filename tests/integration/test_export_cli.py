@@ -210,3 +210,36 @@ def test_onnx_input_conventions_through_eval_and_embed(world, tmp_path, capsys):
         results[name] = res["verification"]["pairs"]
     assert results["raw"]["accuracy"] == pytest.approx(results["normalized"]["accuracy"])
     assert results["raw"]["auc"] == pytest.approx(results["normalized"]["auc"], abs=1e-4)
+
+
+def test_eval_and_embed_say_which_backend_ran(world, tmp_path, capsys):
+    """--backend on an exported PREFIX: every backend gives the run's accuracy; eval.json and the summary say
+    which one ran each batch size; a run directory refuses onnxruntime with the fix."""
+    root, run, _, _ = world
+    prefix, pairs = str(root / "model" / "m"), str(root / "pairs.bin")
+    capsys.readouterr()
+    results = {}
+    for backend in ("mxnet", "onnxruntime", "auto"):
+        out = tmp_path / backend
+        assert main(["eval", prefix, "--bin", pairs, "--out", str(out), "--no-progress", "--batch-size", "4",
+                     "--backend", backend]) == 0
+        summary = capsys.readouterr().out
+        res = json.load(open(out / "eval.json"))
+        report = res["model"]["backend"]
+        assert report["backend"] == backend and f"backend {backend}" in summary
+        if backend == "auto":   # 4-image batches, many of them: the small class was measured and chosen
+            assert report["runs"]["1-8"] in ("mxnet", "onnxruntime")
+            assert set(report["ms_per_image"]["1-8"]) == {"mxnet", "onnxruntime"}
+            assert f"batch 1-8: {report['runs']['1-8']}" in summary
+        else:
+            assert report["runs"] == {"all": backend}
+        results[backend] = res["verification"]["pairs"]
+    for backend in ("onnxruntime", "auto"):
+        assert results[backend]["accuracy"] == pytest.approx(results["mxnet"]["accuracy"])
+        assert results[backend]["auc"] == pytest.approx(results["mxnet"]["auc"], abs=1e-4)
+    assert main(["embed", str(root / "faces" / "id0"), "--model", prefix, "--out", str(tmp_path / "e.npy"),
+                 "--no-progress", "--backend", "onnxruntime"]) == 0
+    assert "backend onnxruntime" in capsys.readouterr().out
+    assert main(["eval", run, "--bin", pairs, "--backend", "onnxruntime"]) == 2
+    err = capsys.readouterr().err
+    assert "is a run directory" in err and "gluonface export RUN_DIR PREFIX --onnx" in err

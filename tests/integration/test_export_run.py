@@ -16,6 +16,8 @@ from gluonface.export.run import export_run
 from gluonface.models import get_model
 from tolerance import assert_close_scaled, assert_same_direction
 
+pytestmark = pytest.mark.cpu_paths   # INT8 and oneDNN kernels: run again on the AVX2 code path
+
 EMB = 32
 
 
@@ -129,6 +131,17 @@ def test_int8_and_export_json(exported):
     assert cos.min() > 0.9
     calib = meta["checks"]["int8_vs_fp32_on_calibration"]   # checked at export on all 24 calibration images
     assert calib["images"] == 24 and 0.99 <= calib["min_cosine"] <= calib["mean_cosine"] <= 1.0
+    graph = meta["checks"]["int8_graph"]   # which float32 graph was quantised, and what was tried before it
+    assert graph["attempts"][-1] == {"graph": graph["quantised"], "passed": True,
+                                     "min_cosine": calib["min_cosine"]}
+    assert graph["quantised"].startswith("folded, oneDNN form")   # every operator an INT8 kernel
+    # the INT8 files run in plain MXNet (Module, the client insightface's MXNet models used)
+    sym, arg, aux = mx.model.load_checkpoint(str(root / "out" / "model-int8"), 0)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=[("data", x.shape)], for_training=False)
+    mod.set_params(arg, aux)
+    mod.forward(mx.io.DataBatch([mx.nd.array(x)]), is_train=False)
+    assert_same_direction(mod.get_outputs()[0].asnumpy(), a, min_cosine=0.999)
     assert meta["checks"]["speed_images_per_s"]["int8"] > 0
 
 
@@ -172,3 +185,29 @@ def test_bad_run_dir_and_int8_without_calib(tmp_path):
         export_run(str(tmp_path / "notarun"), str(tmp_path / "o"))
     with pytest.raises(GluonFaceError, match="--calib"):
         export_run(str(tmp_path / "notarun"), str(tmp_path / "o"), int8=True)
+
+
+def test_int8_falls_back_to_the_next_graph_and_keeps_nothing_below_the_bar(exported, tmp_path, monkeypatch):
+    """Each INT8 candidate graph is checked against float32; a failing one is recorded and the next tried;
+    when none passes, the export fails naming every attempt and leaves no INT8 file."""
+    import gluonface.export.quantize as quantize
+    root, run_dir, _, _ = exported
+    real, fail = quantize.check_against_float32, {"left": 1}
+
+    def flaky(int8_forward, fp32_forward, images, **kw):
+        if fail["left"] > 0:
+            fail["left"] -= 1
+            return real(lambda x: -np.asarray(int8_forward(x)), fp32_forward, images, **kw)   # cosine -1
+        return real(int8_forward, fp32_forward, images, **kw)
+
+    monkeypatch.setattr(quantize, "check_against_float32", flaky)
+    rec = str(root / "calib" / "train")
+    meta = export_run(run_dir, str(tmp_path / "a" / "model"), int8=True, calib=rec)
+    attempts = meta["checks"]["int8_graph"]["attempts"]
+    assert [a["passed"] for a in attempts] == [False, True]
+    assert "min cosine -0.99" in attempts[0]["error"]
+    assert meta["checks"]["int8_graph"]["quantised"] == attempts[1]["graph"] != attempts[0]["graph"]
+    fail["left"] = 10
+    with pytest.raises(GluonFaceError, match="no INT8 form of this network passes.*folded, oneDNN form.*traced"):
+        export_run(run_dir, str(tmp_path / "b" / "model"), int8=True, calib=rec)
+    assert not [f for f in os.listdir(tmp_path / "b") if "int8" in f]

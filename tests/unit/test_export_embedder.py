@@ -5,7 +5,7 @@ import pytest
 from mxnet.gluon import nn
 
 from gluonface.errors import GluonFaceError
-from gluonface.export.embedder import FaceEmbedder
+from gluonface.export.embedder import AutoForward, FaceEmbedder
 from gluonface.export.symbol import export_symbol
 from tolerance import assert_close_scaled, assert_same_direction
 
@@ -121,8 +121,112 @@ def test_repeated_calls_on_mobilefacenet(tmp_path):
     net.initialize(mx.init.Xavier())
     net(mx.nd.zeros((1, 3, 112, 112)))
     export_symbol(net, str(tmp_path / "mfn"))
-    emb = FaceEmbedder.from_path(str(tmp_path / "mfn"))
+    emb = FaceEmbedder.from_path(str(tmp_path / "mfn"), backend="mxnet")
     for n in (2, 2, 2, 1, 1):
         x = np.random.default_rng(n).uniform(0, 255, (n, 3, 112, 112)).astype(np.float32)
         want = net(mx.nd.array(x)).asnumpy()
         np.testing.assert_allclose(emb(x), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+class _Clock:
+    """A fake clock each candidate advances by its own cost per image: timing without timing."""
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_auto_runs_each_batch_class_on_the_faster_candidate():
+    clock = _Clock()
+    calls = []
+
+    def candidate(name, ms_small, ms_large, warmup_ms=50.0):
+        seen = set()
+
+        def f(x):
+            n = len(x)
+            cls = n <= 8
+            clock.now += (warmup_ms if cls not in seen else (ms_small if cls else ms_large)) * n / 1e3
+            seen.add(cls)
+            calls.append((name, n))
+            return x[:, :2].sum(axis=(2, 3)) + (1.0 if name == "a" else 1.0)   # equal results
+        return f
+
+    # "a" is faster on small batches, "b" on large ones; each one's first call is a slow warm-up
+    auto = AutoForward({"a": candidate("a", 1.0, 5.0), "b": candidate("b", 3.0, 2.0)}, trials=3, clock=clock)
+    x1, x32 = np.ones((1, 3, 4, 4), np.float32), np.ones((32, 3, 4, 4), np.float32)
+    for _ in range(8):
+        out = auto(x1)
+        assert out.shape == (1, 2) and np.all(out == 17.0)    # every call is a real result
+    assert auto.choice == {"1-8": "a"}
+    assert auto.measured["1-8"] == pytest.approx({"a": 1.0, "b": 3.0})   # warm-ups left out of the medians
+    assert sorted(n for n, _ in calls) == ["a"] * 4 + ["b"] * 4          # round-robin while measuring
+    for _ in range(8):
+        auto(x32)
+    assert auto.choice == {"1-8": "a", ">8": "b"}
+    calls.clear()
+    auto(x1), auto(x32), auto(np.ones((3, 3, 4, 4), np.float32))
+    assert calls == [("a", 1), ("b", 32), ("a", 3)]
+
+
+def test_backends_agree_and_report_what_ran(model):
+    """mxnet, onnxruntime (the symbol converted in memory) and auto give the same embeddings; auto reports the
+    backend of each batch class once it has measured it."""
+    net, prefix = model
+    faces = _faces(12, seed=5)
+    x = faces.astype(np.float32).transpose(0, 3, 1, 2)
+    want = net(mx.nd.array(x)).asnumpy()
+    embs = {b: FaceEmbedder.from_path(prefix, backend=b) for b in ("mxnet", "onnxruntime", "auto")}
+    assert embs["mxnet"].backend_report() == {"backend": "mxnet", "runs": {"all": "mxnet"}}
+    assert embs["onnxruntime"].backend_report()["runs"] == {"all": "onnxruntime"}
+    for name, emb in embs.items():
+        for n in (1, 12):
+            assert_close_scaled(emb(x[:n]), want[:n], err_msg=f"{name} batch {n}")
+    auto = embs["auto"]
+    assert auto.backend_report()["candidates"] == ["mxnet", "onnxruntime"]
+    for _ in range(8):
+        assert_close_scaled(auto(x[:2]), want[:2])
+        assert_close_scaled(auto(x), want)
+    report = auto.backend_report()
+    assert set(report["runs"]) == {"1-8", ">8"} and set(report["runs"].values()) <= {"mxnet", "onnxruntime"}
+    for cls, ms in report["ms_per_image"].items():
+        assert set(ms) == {"mxnet", "onnxruntime"} and all(v > 0 for v in ms.values())
+        assert report["runs"][cls] == min(ms, key=ms.get)
+    assert "batch 1-8: " in auto.describe_backend() and "ms/image" in auto.describe_backend()
+
+
+def test_auto_uses_the_onnx_beside_the_symbol_only_when_it_agrees(model, tmp_path):
+    from gluonface.export.convention import metadata_props
+    from gluonface.export.onnx import export_onnx
+    from gluonface.export.symbol import embedding_symbol, save_symbol
+    net, _ = model
+    prefix = str(tmp_path / "m")
+    sym, arg, aux = embedding_symbol(net)
+    save_symbol(sym, arg, aux, prefix)
+    raw = metadata_props("raw", (112, 112), 8)   # what `gluonface export --onnx` writes
+    export_onnx(sym, arg, aux, prefix + ".onnx", metadata=raw)
+    emb = FaceEmbedder.from_path(prefix, backend="onnxruntime")
+    assert emb.backend == "onnxruntime" and emb.backend_note is None
+    # another network's ONNX under the same name: not used, said so, and the symbol converted instead
+    other = _Tiny()
+    other.initialize(mx.init.Xavier(rnd_type="gaussian"))
+    other(mx.nd.zeros((1, 3, 112, 112)))
+    export_onnx(*embedding_symbol(other), prefix + ".onnx", metadata=raw)
+    emb = FaceEmbedder.from_path(prefix, backend="auto")
+    assert "disagrees with the symbol" in emb.backend_note and "m.onnx" in emb.backend_note
+    x = np.random.default_rng(3).uniform(0, 255, (16, 3, 112, 112)).astype(np.float32)
+    for _ in range(8):
+        assert_close_scaled(emb(x), net(mx.nd.array(x)).asnumpy())
+
+
+def test_backend_choices_that_cannot_run_are_refused(model, tmp_path):
+    from gluonface.export.onnx import export_onnx
+    from gluonface.export.symbol import embedding_symbol
+    net, prefix = model
+    with pytest.raises(GluonFaceError, match="not one of auto, mxnet, onnxruntime"):
+        FaceEmbedder.from_path(prefix, backend="tensorrt")
+    onnx_path = export_onnx(*embedding_symbol(net), str(tmp_path / "m.onnx"))
+    with pytest.raises(GluonFaceError, match="runs on onnxruntime; fix"):
+        FaceEmbedder.from_path(onnx_path, backend="mxnet")
+    assert FaceEmbedder.from_path(onnx_path, backend="auto").backend == "onnxruntime"
