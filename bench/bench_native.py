@@ -21,7 +21,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_PY = os.path.join(HERE, ".venv-torch", "bin", "python")
-ARMS = ("native", "native_prelu", "mxnet", "torch", "native_heap", "mxnet_heap")
+ARMS = ("native", "native_prelu", "mxnet", "torch", "native_heap", "mxnet_heap", "native_naive", "mxnet_naive")
 ENABLED = {"native": True, "native_prelu": ("prelu",), "mxnet": False}
 # MXNet 1.9.1's CPU storage manager is 'Naive': every array (and every reorder a custom op's blocked input
 # gets) is a fresh malloc, i.e. mmap + page faults + munmap above glibc's 32 MB threshold. The *_heap arms
@@ -36,7 +36,7 @@ def gluon_serve(a):
     import gluonface.ops
     from gluonface.losses import get_loss
     from gluonface.models import get_model
-    gluonface.ops.set_enabled(ENABLED[a.worker.replace("_heap", "")])
+    gluonface.ops.set_enabled(ENABLED[a.worker.replace("_heap", "").replace("_naive", "")])
     mx.random.seed(0)
     net = get_model(a.model)
     loss_fn = get_loss("arcface", a.classes, 512)
@@ -79,6 +79,8 @@ class Worker:
         self.arm = arm
         if arm.endswith("_heap"):
             env = {**env, "GLIBC_TUNABLES": HEAP_TUNABLES}
+        if arm.endswith("_naive"):   # MXNet's synchronous engine: no engine worker thread between the ops
+            env = {**env, "MXNET_ENGINE_TYPE": "NaiveEngine"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.hello = self._answer()
 
@@ -144,7 +146,8 @@ def report(model, a, rounds, status, load):
              "| arm | median s/step (wall) | img/s | median CPU s/step (all threads) |", "|---|---|---|---|"]
     names = {"native": "gluonface, native BN+PReLU and PReLU", "native_prelu": "gluonface, native PReLU only",
              "mxnet": "gluonface, MXNet formulation", "torch": "PyTorch",
-             "native_heap": "gluonface, native, glibc heap reuse", "mxnet_heap": "gluonface, MXNet, glibc heap reuse"}
+             "native_heap": "gluonface, native, glibc heap reuse", "mxnet_heap": "gluonface, MXNet, glibc heap reuse",
+             "native_naive": "gluonface, native, NaiveEngine", "mxnet_naive": "gluonface, MXNet, NaiveEngine"}
     for arm in a.arms:
         lines.append(f"| {names[arm]} | {med[arm]:.3f} | {a.batch / med[arm]:.2f} | {cpu[arm]:.2f} |")
     lines += ["", "| ratio (speed = inverse time, per round) | wall median | wall min | wall max | CPU-time median |",

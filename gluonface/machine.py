@@ -49,6 +49,35 @@ def cpu_line(facts=None):
     return f"{facts['model']} ({flags}{amx}), {facts['cores']} cores"
 
 
+# MXNet's engine for inference-only processes on the CPU. With the default threaded engine every operator runs
+# on an engine worker thread whose OpenMP team libgomp throttles (more OpenMP threads than cores, so waiting
+# threads sleep at once): each parallel region then pays a futex wake-up. Measured on 2 cores (AMD EPYC,
+# AVX-512): iresnet_tiny batch 1 1.38 -> 0.25 ms per call, batch 64 8.3 -> 6.9 ms; MobileFaceNet batch 1
+# 4.6 -> 3.2 ms (bench/results/export.md). The engine is chosen when libmxnet loads, so this must run first.
+INFERENCE_ENGINE = "NaiveEngine"
+
+
+def use_inference_engine(ctx_text="cpu"):
+    """Make MXNet run operators in the calling thread, if it is not loaded yet, runs on the CPU only, and the
+    user has not chosen an engine (``MXNET_ENGINE_TYPE``). For inference-only commands (eval, embed, export);
+    never for training (Horovod and the kvstore overlap communication through the threaded engine).
+
+    Returns:
+        the engine MXNet will use (None: MXNet's default).
+    """
+    if "MXNET_ENGINE_TYPE" in os.environ or "mxnet" in sys.modules:
+        return os.environ.get("MXNET_ENGINE_TYPE")
+    if any(part.strip().lower().startswith("gpu") for part in str(ctx_text or "cpu").split(",")):
+        return None
+    os.environ["MXNET_ENGINE_TYPE"] = INFERENCE_ENGINE
+    return INFERENCE_ENGINE
+
+
+def mxnet_engine():
+    """The engine MXNet runs (as chosen through ``MXNET_ENGINE_TYPE`` when it loaded)."""
+    return os.environ.get("MXNET_ENGINE_TYPE") or "ThreadedEnginePerDevice"
+
+
 def fp32_check():
     """(ok, detail): float32 kernels against float64 on the probe graph (output and every gradient)."""
     import mxnet as mx

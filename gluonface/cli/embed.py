@@ -21,6 +21,8 @@ def add_arguments(parser):
 
 
 def run(args):
+    from gluonface.machine import use_inference_engine
+    use_inference_engine("cpu")   # before MXNet loads (gluonface.machine)
     from gluonface.export.embed_files import embed_files
     embed_files(args.images, args.model, args.out, batch_size=args.batch_size, flip=not args.no_flip,
                 progress=not args.no_progress, backend=args.backend)

@@ -34,6 +34,8 @@ def add_arguments(parser):
 
 
 def run(args):
+    from gluonface.machine import use_inference_engine
+    use_inference_engine(args.ctx)   # before MXNet loads (gluonface.machine)
     from gluonface.evaluate.run import evaluate_and_report
     return evaluate_and_report(args.model, which=args.which, bins=args.bin, templates=args.templates,
                                template_pairs=args.template_pairs, identification=args.identification,

@@ -33,6 +33,8 @@ def add_arguments(parser):
 
 
 def run(args):
+    from gluonface.machine import use_inference_engine
+    use_inference_engine("cpu")   # before MXNet loads (gluonface.machine)
     from gluonface.export.run import export_and_report
     return export_and_report(args.run_dir, args.out_prefix, which=args.which,
                              onnx=args.onnx or args.onnx_input is not None, onnx_input=args.onnx_input or "raw",

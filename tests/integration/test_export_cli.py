@@ -243,3 +243,22 @@ def test_eval_and_embed_say_which_backend_ran(world, tmp_path, capsys):
     assert main(["eval", run, "--bin", pairs, "--backend", "onnxruntime"]) == 2
     err = capsys.readouterr().err
     assert "is a run directory" in err and "gluonface export RUN_DIR PREFIX --onnx" in err
+
+
+def test_inference_commands_run_mxnet_synchronously_on_the_cpu(world, tmp_path):
+    """A fresh `gluonface eval` process runs MXNet's NaiveEngine on the CPU (gluonface.machine), unless the
+    user chose an engine; eval.json records the engine that ran."""
+    root, _, _, _ = world
+    argv = [sys.executable, "-m", "gluonface", "eval", str(root / "model" / "m"), "--bin", str(root / "pairs.bin"),
+            "--backend", "mxnet", "--no-progress"]
+    base = {k: v for k, v in os.environ.items() if k != "MXNET_ENGINE_TYPE"}
+    for env, want in (({}, "NaiveEngine"), ({"MXNET_ENGINE_TYPE": "ThreadedEngine"}, "ThreadedEngine")):
+        out = tmp_path / want
+        proc = subprocess.run(argv + ["--out", str(out)], capture_output=True, text=True,
+                              env=dict(base, OMP_NUM_THREADS="1", **env))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.load(open(out / "eval.json"))["model"]["backend"]["mxnet_engine"] == want
+    code = ("import os, sys; from gluonface.machine import use_inference_engine as use; "
+            "print(use('gpu0'), os.environ.get('MXNET_ENGINE_TYPE'), use('cpu'), 'mxnet' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=base)
+    assert proc.stdout.split() == ["None", "None", "NaiveEngine", "False"]   # GPU jobs keep the threaded engine
