@@ -54,7 +54,7 @@ $(OPS_OBJ)/kernels_%.o: $(OPS_SRC)/kernels_%.cc $(OPS_SRC)/kernels.h $(OPS_SRC)/
 $(OPS_LIB): $(OPS_OBJ)/lib_api.o $(OPS_OBJ)/isa.o $(OPS_OBJ)/op_prelu.o $(OPS_OBJ)/op_bn_prelu.o \
 		$(OPS_OBJ)/kernels_generic.o $(OPS_OBJ)/kernels_avx2.o $(OPS_OBJ)/kernels_avx512.o
 	$(CXX) -shared -fopenmp -Wl,-Bsymbolic $^ -o $@.tmp && mv $@.tmp $@  # rename: running processes keep the old file
-	$(VPY) -c "import gluonface.ops as o; s = o.status(); print('gluonface native ops:', s['backend'], s['isa'] or s['reason'])"
+	GLUONFACE_NATIVE=1 $(VPY) -c "import gluonface.ops as o; s = o.status(); print('gluonface native ops built:', s['backend'], s['isa'] or s['reason'], '(opt-in: GLUONFACE_NATIVE=1)')"
 
 $(STAMP): requirements.txt setup.py Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)

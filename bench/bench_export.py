@@ -234,8 +234,15 @@ def main(argv=None):
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: images/s; cpu: images per CPU-second of this process (robust to other load)")
     p.add_argument("--no-clients", action="store_true", help="skip the ONNX client (insightface) tables")
+    p.add_argument("--engine", choices=["inference", "threaded"], default="inference",
+                   help="inference: MXNet's NaiveEngine, what `gluonface eval/embed/export` run on the CPU "
+                        "(gluonface.machine.use_inference_engine); threaded: MXNet's default engine")
     p.add_argument("--out", help="write the figures (markdown) here")
     args = p.parse_args(argv)
+    if args.engine == "inference":   # before MXNet loads
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from gluonface.machine import use_inference_engine
+        use_inference_engine("cpu")
     import cv2
     import mxnet as mx
     import onnxruntime as ort
@@ -276,7 +283,8 @@ def main(argv=None):
     lines = [f"## Export and inference (`bench/bench_export.py`)", "",
              f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, {cpu_line()}, MXNet {mx.__version__} (MKLDNN), "
              f"onnxruntime {ort.__version__}, OMP_NUM_THREADS="
-             f"{THREADS}, onnxruntime intra-op threads {THREADS}. Load average at start {load0[0]:.1f} "
+             f"{THREADS}, onnxruntime intra-op threads {THREADS}, MXNet engine "
+             f"{os.environ.get('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice')}. Load average at start {load0[0]:.1f} "
              "(absolute figures move with it; ratios come from interleaved rounds).", "",
              f"Command: `OMP_NUM_THREADS={THREADS} .venv/bin/python bench/bench_export.py "
              + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])) + "`", "",

@@ -49,6 +49,8 @@ def gluon_serve(a):
     trainer = gluon.Trainer(params, "sgd", {"learning_rate": 0.01, "momentum": 0.9, "wd": 5e-4})
     x = mx.nd.random.uniform(0, 255, shape=(a.batch, 3, a.size, a.size))
     y = mx.nd.array(mx.nd.random.randint(0, a.classes, shape=(a.batch,)).asnumpy())
+    if os.environ.get("GLUONFACE_NATIVE_ISA") and gluonface.ops.native_active():   # --cap-avx2
+        gluonface.ops.set_isa(os.environ["GLUONFACE_NATIVE_ISA"])
     status = gluonface.ops.status()
     print(json.dumps({"ready": True, "status": status}), flush=True)
     for line in sys.stdin:
@@ -154,7 +156,9 @@ def report(model, a, rounds, status, load):
               "|---|---|---|---|---|"]
     for num, den in (("native", "torch"), ("native_prelu", "torch"), ("mxnet", "torch"), ("native", "mxnet"),
                      ("native", "native_prelu"), ("native_heap", "torch"), ("mxnet_heap", "torch"),
-                     ("native_heap", "mxnet_heap"), ("native_heap", "native"), ("mxnet_heap", "mxnet")):
+                     ("native_heap", "mxnet_heap"), ("native_heap", "native"), ("mxnet_heap", "mxnet"),
+                     ("native_naive", "torch"), ("mxnet_naive", "torch"), ("native_naive", "native"),
+                     ("mxnet_naive", "mxnet")):
         if num in med and den in med:
             per = sorted(statistics.median(r[den][0]) / statistics.median(r[num][0]) for r in rounds)
             per_cpu = sorted(statistics.median(r[den][1]) / statistics.median(r[num][1]) for r in rounds)
@@ -176,11 +180,18 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cap-avx2", action="store_true",
+                    help="every arm on its AVX2 code path (DNNL_MAX_CPU_ISA=AVX2 for MXNet's and PyTorch's oneDNN, "
+                         "ATEN_CPU_CAPABILITY=avx2 for PyTorch's own kernels; the native kernels are pinned to "
+                         "avx2): the instruction set of an AVX2-only CPU on this machine's cores")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "native.md"))
     a = ap.parse_args()
     if a.worker:
         return gluon_serve(a)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    if a.cap_avx2:
+        env.update(DNNL_MAX_CPU_ISA="AVX2", ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2",
+                   GLUONFACE_NATIVE_ISA="avx2")
     cmd = " ".join(["OMP_NUM_THREADS=%d" % a.threads, "python", "bench/bench_native.py"] + sys.argv[1:])
     out = ["# Native ops (issue 17): training step vs the MXNet formulation vs PyTorch", "",
            f"{datetime.datetime.now():%Y-%m-%d %H:%M} UTC, {cpu_line()}. Command: `{cmd}`.",

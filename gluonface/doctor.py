@@ -180,7 +180,7 @@ _PATH_FIXES = {
     "INT8 infer": "deploy the float32 model on this CPU (INT8 needs the oneDNN CPU wheel)",
     "bf16 train": "train in float32 (train.amp=off or auto), or float16 on a GPU",
     "native ops": "run `make install` (builds gluonface/ops/libgluonface_ops.so with g++ and OpenMP); the "
-                  "MXNet formulation is used meanwhile, same results, slower",
+                  "MXNet formulation (the default) runs meanwhile, same results",
 }
 
 

@@ -33,7 +33,8 @@ from gluonface.export.symbol import check_input, check_shapes, load_checkpoint
 DEFAULT_INPUT_SIZE = (112, 112)
 BACKENDS = ("auto", "mxnet", "onnxruntime")
 SMALL_BATCH = 8          # batch classes for the auto backend: 1..SMALL_BATCH images, and more
-AUTO_TRIALS = 3          # timed calls per backend and class (after one untimed warm-up call each)
+AUTO_TRIALS = 3          # timed calls per backend and class
+AUTO_WARMUP = 2          # untimed calls before them (see AutoForward)
 BACKEND_MIN_COSINE = 0.9999   # two backends of one model must agree this well on the probe faces
 
 
@@ -50,16 +51,17 @@ def batch_class(n):
 class AutoForward:
     """Runs each batch class on the fastest of equivalent forwards, timed on the caller's own batches.
 
-    Every call returns a real result: the first ``1 + trials`` calls of a class go round the candidates (the
-    first call of each is a warm-up: executors bind and sessions allocate then), and once every candidate has
-    ``trials`` timed calls the one with the lowest median time per image runs that class from then on.
+    Every call returns a real result. The first calls of a class go to one candidate after the other, a block
+    of ``warmup + trials`` calls each: the warm-up calls (executors bind, sessions allocate, and the other
+    runtime's threads still spin for a moment after its last call) are not timed. Once every candidate has its
+    ``trials`` timed calls, the one with the lowest median time per image runs that class from then on.
     """
 
-    def __init__(self, candidates, trials=AUTO_TRIALS, clock=time.perf_counter):
+    def __init__(self, candidates, trials=AUTO_TRIALS, warmup=AUTO_WARMUP, clock=time.perf_counter):
         self.candidates = dict(candidates)
-        self.trials = int(trials)
+        self.trials, self.warmup = int(trials), int(warmup)
         self.clock = clock
-        self.samples = {}     # class -> {name: [seconds per image, ...]} (warm-up included, first)
+        self.samples = {}     # class -> {name: [seconds per image, ...]} (warm-up calls first)
         self.choice = {}      # class -> name
         self.measured = {}    # class -> {name: ms per image}
 
@@ -69,12 +71,13 @@ class AutoForward:
         if name is not None:
             return self.candidates[name](x)
         samples = self.samples.setdefault(cls, {n: [] for n in self.candidates})
-        name = min(samples, key=lambda n: len(samples[n]))
+        per = self.warmup + self.trials
+        name = next(n for n, v in samples.items() if len(v) < per)
         start = self.clock()
         out = self.candidates[name](x)
         samples[name].append((self.clock() - start) / max(len(x), 1))
-        if all(len(v) > self.trials for v in samples.values()):
-            ms = {n: 1e3 * float(np.median(v[1:])) for n, v in samples.items()}
+        if all(len(v) >= per for v in samples.values()):
+            ms = {n: 1e3 * float(np.median(v[self.warmup:])) for n, v in samples.items()}
             self.measured[cls] = ms
             self.choice[cls] = min(ms, key=ms.get)
         return out

@@ -4,9 +4,13 @@ The library is built by ``make install`` (``make ops``) into this package's dire
 ``mx.library.load`` on first use, never at import. When it is absent, fails to load, or is switched off,
 every op in :mod:`gluonface.ops` uses its pure-MXNet formulation; :func:`status` says which is active and why.
 
-Switches: :func:`set_enabled` (in-process, e.g. a benchmark's A/B arms) and the environment variable
-``GLUONFACE_NATIVE=0`` (read once, at the first load attempt), which forces the MXNet formulation for a whole
-run. :func:`set_isa` forces one instruction-set path of the kernels (tests run every path the CPU supports).
+The kernels are opt-in: ``GLUONFACE_NATIVE=1`` (read once, at the first load attempt) or
+``set_enabled(True)``. On a quiet 2-core AVX-512 machine the MXNet formulation trained as fast (iresnet50,
+native / MXNet 1.00x) or faster (MobileFaceNet 0.87x) than the native ops, both above PyTorch
+(bench/results/native.md): MXNet reorders each custom-op input oneDNN left in its blocked layout and
+dispatches an extension op more slowly than a built-in one, which costs what the kernels save. They won only
+on an oversubscribed machine (1.24x). ``set_enabled(False)`` / ``GLUONFACE_NATIVE=0`` keep them off,
+``set_enabled(None)`` returns to the environment's choice. :func:`set_isa` forces one instruction-set path of the kernels (tests run every path the CPU supports).
 Both switches affect graphs traced after the call; a hybridized block keeps the graph it traced.
 """
 import ctypes
@@ -20,6 +24,7 @@ ISAS = ("generic", "avx2", "avx512")  # index = the library's instruction-set co
 ENV_SWITCH = "GLUONFACE_NATIVE"
 
 _state = {"tried": False, "cdll": None, "error": "", "enabled": None, "ops": frozenset(OPS)}
+_explicit = {"off": False}   # set_enabled(False) was called (status names the switch, not the default)
 
 
 def library_path():
@@ -27,10 +32,18 @@ def library_path():
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIB_NAME)
 
 
+def _env_choice():
+    """True / False when ``GLUONFACE_NATIVE`` says so, None when it is unset (the default: off)."""
+    value = os.environ.get(ENV_SWITCH, "").strip().lower()
+    if not value:
+        return None
+    return value not in ("0", "off", "false", "no")
+
+
 def _switched_on():
     if _state["enabled"] is None:
-        # Test/benchmark switch, documented in ARCHITECTURE.md; the only environment read outside dist/launch.
-        _state["enabled"] = os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
+        # Opt-in switch, documented in ARCHITECTURE.md; the only environment read outside parallel/launch.
+        _state["enabled"] = bool(_env_choice())
     return _state["enabled"]
 
 
@@ -84,11 +97,16 @@ def native_active(op=None):
 
 
 def set_enabled(enabled):
-    """Use (True) or bypass (False) the native kernels in graphs traced from now on.
+    """Use (True) or bypass (False) the native kernels in graphs traced from now on; None: back to the
+    environment's choice (``GLUONFACE_NATIVE``, off when unset).
 
     ``enabled`` may also name the ops to use, e.g. ``("prelu",)`` to run PReLU natively and BatchNorm with
     MXNet (benchmarks compare the two); the others run their MXNet formulation.
     """
+    if enabled is None:
+        _state["enabled"], _state["ops"], _explicit["off"] = None, frozenset(OPS), False
+        return
+    _explicit["off"] = enabled is False
     if isinstance(enabled, bool):
         _state["enabled"], _state["ops"] = enabled, frozenset(OPS)
         return
@@ -131,8 +149,12 @@ def status():
     """
     cdll = _load()
     if not _switched_on():
-        return {"backend": "mxnet", "isa": isa(), "path": library_path(),
-                "reason": f"switched off ({ENV_SWITCH}=0 or gluonface.ops.set_enabled(False))"}
+        if _env_choice() is None and _state["enabled"] is False and not _explicit["off"]:
+            reason = (f"off by default (the MXNet formulation trains as fast or faster, bench/results/native.md); "
+                      f"opt in with {ENV_SWITCH}=1 or gluonface.ops.set_enabled(True)")
+        else:
+            reason = f"switched off ({ENV_SWITCH}=0 or gluonface.ops.set_enabled(False))"
+        return {"backend": "mxnet", "isa": isa(), "path": library_path(), "reason": reason}
     if cdll is None:
         return {"backend": "mxnet", "isa": None, "path": library_path(), "reason": _state["error"]}
     off = sorted(set(OPS) - _state["ops"])

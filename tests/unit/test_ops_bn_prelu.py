@@ -27,6 +27,13 @@ EPS, MOMENTUM = 2e-5, 0.9
 SHAPES = [(1, 1, 3, 1), (2, 3, 5, 7), (1, 17, 9, 11), (3, 20, 13, 1), (2, 33, 31, 37)]
 
 
+@pytest.fixture(autouse=True)
+def _opt_in():
+    ops.set_enabled(True)   # opt-in (gluonface.ops.library): these tests are about the kernels
+    yield
+    ops.set_enabled(None)
+
+
 @pytest.fixture(params=ISAS)
 def isa(request):
     assert ops.status()["backend"] == "native", ops.status()["reason"]

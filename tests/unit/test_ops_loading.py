@@ -27,5 +27,6 @@ def test_library_loads_after_other_native_modules(first):
         assert np.abs(got - (np.maximum(x, 0) + 0.3 * np.minimum(x, 0))).max() < 1e-6
         print('ok')
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, GLUONFACE_NATIVE="1"))
     assert proc.returncode == 0 and "ok" in proc.stdout, f"exit {proc.returncode}: {proc.stderr[-2000:]}"

@@ -31,10 +31,12 @@ SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 17, 9, 11), (3, 20, 13, 1), (2, 33, 31
 
 @pytest.fixture(scope="module", autouse=True)
 def _native_loaded():
+    ops.set_enabled(True)   # opt-in (gluonface.ops.library): these tests are about the kernels
     st = ops.status()
     assert st["backend"] == "native", f"native ops must be built by `make install`: {st['reason']}"
     yield
     ops.set_isa(ops.supported_isas()[-1])
+    ops.set_enabled(None)
 
 
 @pytest.fixture(params=ISAS)
