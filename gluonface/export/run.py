@@ -85,18 +85,28 @@ def int8_candidates(traced, input_size):
        (VNNI where the CPU has it) with no float32 layer in between. Quantising the traced graph left each
        BatchNorm, PReLU and elementwise add in float32, with a dequantise/requantise pair around each: that
        is why INT8 was slower than float32 (0.54-0.63x, bench/results/export.md), not a missing VNNI.
-    2. the same with the dense (embedding) layers kept in float32, for a network whose flattened features do
-       not fit 8 bits;
+    2. the same with the embedding head in float32: the dense layers and the convolutions whose output is
+       1x1 (MobileFaceNet's global depthwise convolution). MXNet 1.9.1's INT8 path lost MobileFaceNet's
+       embedding there (cosine 0.27 to float32 on synthetic faces; 0.99 with the head in float32);
     3. the traced graph as trained.
     The first whose embeddings pass ``check_against_float32`` is kept.
     """
     from gluonface.export.fold import fold_for_inference, lower_for_onednn
+    from gluonface.export.graph import SymbolGraph, int_tuple
     shape = (1, 3) + tuple(input_size)
     lowered = lower_for_onednn(*fold_for_inference(*traced, shape), shape)
-    dense = [n["name"] for n in json.loads(lowered[0].tojson())["nodes"] if n["op"] == "FullyConnected"]
+    g = SymbolGraph(lowered[0], dict(lowered[1], **lowered[2]), shape)
+
+    def in_head(i, node):
+        if node["op"] == "FullyConnected":
+            return True
+        out = g.shape([i])
+        return (node["op"] == "Convolution" and out is not None and tuple(out[2:]) == (1, 1)
+                and max(int_tuple(g.attr([i], "kernel")) or (1,)) > 1)
+    head = tuple(n["name"] for i, n in enumerate(g.nodes) if in_head(i, n))
     yield "folded, oneDNN form", lowered, ()
-    if dense:
-        yield "folded, oneDNN form, dense layers float32", lowered, tuple(dense)
+    if head:
+        yield "folded, oneDNN form, embedding head float32", lowered, head
     yield "traced", traced, ()
 
 
