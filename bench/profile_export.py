@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,7 +58,9 @@ def worker(a):
         for _ in range(calls):
             forward(x)
         wall = (time.perf_counter() - start) / calls
-        mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
+        # a file of its own: MXNet replaces the profile file when it writes it (never point it at /dev/null)
+        mx.profiler.set_config(profile_all=True, aggregate_stats=True,
+                               filename=os.path.join(tempfile.gettempdir(), f"profile_export_{os.getpid()}.json"))
         mx.profiler.set_state("run")
         for _ in range(calls):
             forward(x)

@@ -44,8 +44,11 @@ def check_backend(backend):
     return backend
 
 
+_SMALL, _LARGE = f"1-{SMALL_BATCH}", f">{SMALL_BATCH}"
+
+
 def batch_class(n):
-    return f"1-{SMALL_BATCH}" if n <= SMALL_BATCH else f">{SMALL_BATCH}"
+    return _SMALL if n <= SMALL_BATCH else _LARGE
 
 
 class AutoForward:
@@ -66,7 +69,7 @@ class AutoForward:
         self.measured = {}    # class -> {name: ms per image}
 
     def __call__(self, x):
-        cls = batch_class(len(x))
+        cls = _SMALL if len(x) <= SMALL_BATCH else _LARGE
         name = self.choice.get(cls)
         if name is not None:
             return self.candidates[name](x)
@@ -293,16 +296,15 @@ class FaceEmbedder:
         spec = onnx_input_spec(path, sess.get_modelmeta().custom_metadata_map)
         mean, inv_std, bgr = np.float32(spec["mean"]), np.float32(1.0 / spec["std"]), spec["color_order"] == "BGR"
         plain = (mean, inv_std, bgr) == (0.0, 1.0, False)
-        feed = {inp.name: None}
+        feed, outputs = {inp.name: None}, [sess.get_outputs()[0].name]   # named output: ~2 us less per call
 
-        def forward(x):
-            x = check_input(x, size)
+        def forward(x):   # x: a checked (B, 3, H, W) float32 batch (FaceEmbedder.__call__)
             if not plain:
                 if bgr:
                     x = x[:, ::-1]
                 x = np.ascontiguousarray((x - mean) * inv_std, dtype=np.float32)
             feed[inp.name] = x
-            return sess.run(None, feed)[0]
+            return sess.run(outputs, feed)[0]
         return cls(forward, size, kind, info, flip, input_spec=spec, backend="onnxruntime")
 
     @classmethod
