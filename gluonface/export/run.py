@@ -87,7 +87,7 @@ def int8_candidates(traced, input_size):
        is why INT8 was slower than float32 (0.54-0.63x, bench/results/export.md), not a missing VNNI.
     2. the same with the embedding head in float32: the dense layers and the convolutions whose output is
        1x1 (MobileFaceNet's global depthwise convolution). MXNet 1.9.1's INT8 path lost MobileFaceNet's
-       embedding there (cosine 0.27 to float32 on synthetic faces; 0.99 with the head in float32);
+       embedding there (cosine 0.27 to float32 on synthetic faces; 0.987 with the head in float32);
     3. the traced graph as trained.
     The first whose embeddings pass ``check_against_float32`` is kept.
     """
