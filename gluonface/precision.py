@@ -107,6 +107,10 @@ def kernel_check(dtype, ctx=None):
             out, grads = _probe_graph(mx, low, ctx)
         except mx.base.MXNetError as exc:
             _probe_cache[key] = (False, f"{dtype} kernels do not run on {ctx}: {_mx_error_line(exc)}")
+            try:   # other queued operators of the failed graph hold the same error: collect it here, not at exit
+                mx.nd.waitall()
+            except mx.base.MXNetError:
+                pass
         else:
             fwd = _cosine(out, ref_out)
             worst = min(_cosine(g, r) for g, r in zip(grads, ref_grads))
