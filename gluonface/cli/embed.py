@@ -6,6 +6,8 @@ OUT.txt beside it lists the image paths in the same order. MODEL is PREFIX (PREF
 PREFIX-0000.params, float32 or INT8) or MODEL.onnx, as written by `gluonface export`. The backend that ran
 (MXNet or onnxruntime; --backend) is printed at the end.
 """
+from gluonface.export.names import BACKENDS
+
 
 
 def add_arguments(parser):
@@ -14,7 +16,7 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="output .npy file")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation")
-    parser.add_argument("--backend", default="auto", choices=("auto", "mxnet", "onnxruntime"),
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="auto: per batch size the faster of MXNet and onnxruntime (measured on the first "
                              "batches); mxnet / onnxruntime: that one only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -10,6 +10,8 @@ INT8) or an .onnx file. Protocols (any combination):
 Image paths are relative to --image-root (default: the list file's directory) and must be aligned faces.
 With --out DIR: eval.json, roc.png and cmc.png are written there.
 """
+from gluonface.export.names import BACKENDS
+
 
 
 def add_arguments(parser):
@@ -23,7 +25,7 @@ def add_arguments(parser):
     parser.add_argument("--out", metavar="DIR", help="write eval.json and plots here")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--ctx", default="cpu", help="cpu, gpu0 or gpu0,gpu1 (batches split across devices)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "mxnet", "onnxruntime"),
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="exported models: auto (per batch size the faster of MXNet and onnxruntime, "
                              "measured on the first batches), mxnet or onnxruntime; eval.json says which ran")
     parser.add_argument("--nfolds", type=int, default=10)

@@ -47,12 +47,14 @@ def load_model(source, which="auto", ctx=None, backend="auto"):
                                  "PREFIX with --backend onnxruntime")
         from gluonface.engine.checkpoint import load_backbone
         from gluonface.export.run import resolve_which
+        from gluonface.machine import mxnet_engine
         which = resolve_which(source, which)
         net, info = load_backbone(source, which, ctx)
         net.hybridize(static_alloc=True, static_shape=True)
         return net, {"kind": "run", "source": source, "which": which, "step": info.get("step"),
                      "config_hash": info.get("config_hash"), "backbone": info["model"].get("name"),
-                     "input_size": [112, 112], "backend": {"backend": "mxnet", "runs": {"all": "mxnet"}}}
+                     "input_size": [112, 112],
+                     "backend": {"backend": "mxnet", "runs": {"all": "mxnet"}, "mxnet_engine": mxnet_engine()}}
     if source.endswith(".onnx") or os.path.isfile(source + "-symbol.json") or source.endswith("-symbol.json"):
         from gluonface.export.embedder import FaceEmbedder
         emb = FaceEmbedder.from_path(source, ctx=ctx[0], backend=backend)

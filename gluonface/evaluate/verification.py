@@ -103,6 +103,12 @@ def embed_raw(forward, images, batch_size=64, flip=True, progress=False):
     return np.concatenate(out)
 
 
+def row_cosines(a, b):
+    """Cosine similarity of each row of ``a`` with the same row of ``b`` (float64) -> (N,)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+
+
 def l2_normalize(x):
     """Row-wise L2 normalisation of an (N, E) array (zero rows stay zero) -> float32."""
     x = np.asarray(x, dtype=np.float32)

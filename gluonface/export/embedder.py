@@ -26,12 +26,11 @@ import time
 import numpy as np
 
 from gluonface.errors import GluonFaceError
-from gluonface.evaluate.verification import embed_raw, l2_normalize
-from gluonface.export.names import INPUT_NAME
-from gluonface.export.symbol import check_input, check_shapes, load_checkpoint
+from gluonface.evaluate.verification import embed_raw, l2_normalize, row_cosines
+from gluonface.export.names import BACKENDS, INPUT_NAME
+from gluonface.export.symbol import check_input, check_shapes, load_checkpoint, split_prefix
 
 DEFAULT_INPUT_SIZE = (112, 112)
-BACKENDS = ("auto", "mxnet", "onnxruntime")
 SMALL_BATCH = 8          # batch classes for the auto backend: 1..SMALL_BATCH images, and more
 AUTO_TRIALS = 3          # timed calls per backend and class
 AUTO_WARMUP = 2          # untimed calls before them (see AutoForward)
@@ -119,10 +118,10 @@ def to_nhwc(images, input_size):
     return x, single
 
 
-def split_prefix_onnx(path):
+def onnx_beside(path):
     """``PREFIX.onnx`` beside a symbol ``PREFIX`` / ``PREFIX-symbol.json`` if it exists, else None."""
-    prefix = path[:-len("-symbol.json")] if path.endswith("-symbol.json") else path
-    return prefix + ".onnx" if os.path.isfile(prefix + ".onnx") else None
+    prefix = split_prefix(path)[0] + ".onnx"
+    return prefix if os.path.isfile(prefix) else None
 
 
 def _ort_threads(threads):
@@ -132,11 +131,6 @@ def _ort_threads(threads):
     return int(env) if env.isdigit() and int(env) > 0 else None
 
 
-def _cosines(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-
-
 def _ort_twin(folded, size, info, flip, threads, onnx_path, probe, reference, source):
     """An onnxruntime ``FaceEmbedder`` of the same model: the exported ``.onnx`` beside it when that file agrees
     with the symbol, else the folded graph converted to ONNX in memory. Raises GluonFaceError when neither
@@ -144,7 +138,7 @@ def _ort_twin(folded, size, info, flip, threads, onnx_path, probe, reference, so
     note = None
     if onnx_path:
         twin = FaceEmbedder._from_onnx(onnx_path, size, info, flip, threads, kind="symbol")
-        cos = _cosines(twin._forward(probe), reference)
+        cos = row_cosines(twin._forward(probe), reference)
         if cos.min() >= BACKEND_MIN_COSINE:
             return twin
         note = (f"{os.path.basename(onnx_path)} beside it disagrees with the symbol (cosine {cos.min():.4f}), "
@@ -165,7 +159,7 @@ def _ort_twin(folded, size, info, flip, threads, onnx_path, probe, reference, so
         raise
     except Exception as exc:  # the converter raises its own types for graphs it cannot express
         raise GluonFaceError(f"{source} does not convert to ONNX ({type(exc).__name__}: {str(exc)[:200]})") from exc
-    cos = _cosines(twin._forward(probe), reference)
+    cos = row_cosines(twin._forward(probe), reference)
     if cos.min() < BACKEND_MIN_COSINE:
         raise GluonFaceError(f"onnxruntime's embeddings of {source} disagree with MXNet's (cosine {cos.min():.5f} < "
                              f"{BACKEND_MIN_COSINE})")
@@ -280,7 +274,7 @@ class FaceEmbedder:
         kind = "int8" if "_contrib_quantize" in sym.tojson() else "symbol"
         if kind == "symbol":
             check_shapes(sym, params, size, path)
-        beside = split_prefix_onnx(path)
+        beside = onnx_beside(path)
         return cls._from_symbol(sym, params, size, kind, info, flip, ctx, path, backend=backend, threads=threads,
                                 onnx_path=beside)
 

@@ -9,6 +9,7 @@ distribution the model will see. The result is again a symbol checkpoint (``PREF
 import numpy as np
 
 from gluonface.errors import GluonFaceError
+from gluonface.evaluate.verification import row_cosines
 
 CALIB_MODES = ("naive", "entropy")
 # Every calibration image's INT8 embedding must keep this cosine to float32's. Measured on the demo model:
@@ -97,8 +98,7 @@ def check_against_float32(int8_forward, fp32_forward, images, min_cosine=INT8_MI
     cos = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].transpose(0, 3, 1, 2).astype(np.float32)
-        a, b = np.asarray(int8_forward(x), np.float64), np.asarray(fp32_forward(x), np.float64)
-        cos.append((a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30))
+        cos.append(row_cosines(int8_forward(x), fp32_forward(x)))
     cos = np.concatenate(cos)
     report = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()), "images": int(len(cos))}
     if report["min_cosine"] < min_cosine:

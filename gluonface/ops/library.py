@@ -10,7 +10,8 @@ native / MXNet 1.00x) or faster (MobileFaceNet 0.87x) than the native ops, both 
 (bench/results/native.md): MXNet reorders each custom-op input oneDNN left in its blocked layout and
 dispatches an extension op more slowly than a built-in one, which costs what the kernels save. They won only
 on an oversubscribed machine (1.24x). ``set_enabled(False)`` / ``GLUONFACE_NATIVE=0`` keep them off,
-``set_enabled(None)`` returns to the environment's choice. :func:`set_isa` forces one instruction-set path of the kernels (tests run every path the CPU supports).
+``set_enabled(None)`` returns to the environment's choice. :func:`set_isa` forces one instruction-set path
+of the kernels (tests run every path the CPU supports).
 Both switches affect graphs traced after the call; a hybridized block keeps the graph it traced.
 """
 import ctypes
@@ -23,8 +24,8 @@ OPS = ("prelu", "bn_prelu")  # what set_enabled can switch one by one
 ISAS = ("generic", "avx2", "avx512")  # index = the library's instruction-set code
 ENV_SWITCH = "GLUONFACE_NATIVE"
 
-_state = {"tried": False, "cdll": None, "error": "", "enabled": None, "ops": frozenset(OPS)}
-_explicit = {"off": False}   # set_enabled(False) was called (status names the switch, not the default)
+# "explicit": set_enabled chose (status then names the switch, not the default)
+_state = {"tried": False, "cdll": None, "error": "", "enabled": None, "ops": frozenset(OPS), "explicit": False}
 
 
 def library_path():
@@ -103,10 +104,10 @@ def set_enabled(enabled):
     ``enabled`` may also name the ops to use, e.g. ``("prelu",)`` to run PReLU natively and BatchNorm with
     MXNet (benchmarks compare the two); the others run their MXNet formulation.
     """
+    _state["explicit"] = enabled is not None
     if enabled is None:
-        _state["enabled"], _state["ops"], _explicit["off"] = None, frozenset(OPS), False
+        _state["enabled"], _state["ops"] = None, frozenset(OPS)
         return
-    _explicit["off"] = enabled is False
     if isinstance(enabled, bool):
         _state["enabled"], _state["ops"] = enabled, frozenset(OPS)
         return
@@ -149,7 +150,7 @@ def status():
     """
     cdll = _load()
     if not _switched_on():
-        if _env_choice() is None and _state["enabled"] is False and not _explicit["off"]:
+        if _env_choice() is None and not _state["explicit"]:
             reason = (f"off by default (the MXNet formulation trains as fast or faster, bench/results/native.md); "
                       f"opt in with {ENV_SWITCH}=1 or gluonface.ops.set_enabled(True)")
         else:
