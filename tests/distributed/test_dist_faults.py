@@ -18,6 +18,7 @@ and the reason, and that the last checkpoint loads. ``--elastic`` cells where a 
 survivor to finish the run (exit 0); every other cell expects the job to end. Some cells also run
 ``--resume auto`` to the end.
 """
+import errno
 import os
 import re
 import signal
@@ -63,11 +64,32 @@ class SmallDisk:
                         "tests/unit/test_engine_checkpoint_full.py")
         self.filler = os.path.join(self.path, "filler")
 
-    def fill(self):
+    def _free_bytes(self):
         st = os.statvfs(self.path)
-        free = st.f_bavail * st.f_frsize
-        with open(self.filler, "wb") as f:
-            f.write(b"\0" * max(0, free - TMPFS_LEFT))
+        return st.f_bavail * st.f_frsize
+
+    def fill(self):
+        """Fill in chunks while the job keeps writing: one big write could meet ENOSPC itself if the job's
+        checkpoint took the space between ``statvfs`` and the write. On ENOSPC, give back what should stay."""
+        chunk = b"\0" * (64 << 10)
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        size = 0
+        try:
+            while self._free_bytes() > TMPFS_LEFT:
+                try:
+                    n = os.write(fd, chunk[:min(len(chunk), self._free_bytes() - TMPFS_LEFT)])
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    break
+                if n == 0:
+                    break
+                size += n
+        finally:
+            os.close(fd)
+        short = TMPFS_LEFT - self._free_bytes()
+        if short > 0:
+            os.truncate(self.filler, max(0, size - short))
 
     def free(self):
         os.remove(self.filler)
@@ -176,11 +198,19 @@ def run_cell(cell, recs, root):
     if _expect_continue(engine, fault):
         extra += ["--set", f"train.max_steps={CONTINUE_STEPS}"]
     env = dict(os.environ, GLUONFACE_TEST_FAULT=f"raise,step={RAISE_STEP},rank=1") if fault == "raise" else None
-    job = fc.Job(fc.launcher_argv(cfg, engine, run_dir, root / "logs", *extra), logs=root / "logs",
-                 run_dir=run_dir, env=env)
+
+    def start(attempt):
+        logs = root / ("logs" if attempt == 0 else f"logs-start{attempt + 1}")
+        return fc.Job(fc.launcher_argv(cfg, engine, run_dir, logs, *extra), logs=logs, run_dir=run_dir, env=env)
+
     ev = {"run_dir": run_dir}
     try:
-        job.wait_for_checkpoint()
+        job, ev["start_crashes"] = fc.start_until_checkpoint(start, run_dir)
+    except BaseException:
+        if disk is not None:
+            disk.close()
+        raise
+    try:
         ev["victim"] = fc.worker_pid(job.tag, engine)
         t_fault = _inject(fault, job, engine, disk)
         ev["bound"] = TEARDOWN_LIMIT + (STALL_TIMEOUT if fault == "stop-worker" else 0)
@@ -192,7 +222,8 @@ def run_cell(cell, recs, root):
         ev["seconds"] = (time.time() if launcher_killed else t_end) - t_fault
         crashed = _expect_continue(engine, fault) and ev["code"] != 0
         fc.report(f"{engine} / {fault}", host="local", exit=ev["code"], seconds=round(ev["seconds"], 1),
-                  outcome=fc.outcome(_expect_continue(engine, fault), ev["code"], ev["out"]))
+                  outcome=fc.outcome(_expect_continue(engine, fault), ev["code"], ev["out"]),
+                  start_crashes=ev["start_crashes"])
         ev["latest"] = fc.latest_step(run_dir)
         try:
             ev["loaded_step"] = load_backbone(run_dir, "latest")[1]["step"]

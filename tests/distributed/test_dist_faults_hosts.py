@@ -67,10 +67,10 @@ def _run(engine, fault, rec, root, hosts):
     if fault == "raise":
         env["GLUONFACE_TEST_FAULT"] = "raise,step=5,rank=1"
     argv = hosts.on(0, fc.launcher_argv(cfg, engine, run_dir, logs, *extra))
-    job = fc.Job(argv, logs=logs, run_dir=run_dir, env=env, cwd=str(root))
-    ev = {"names": names, "bound": 60 + (STALL_TIMEOUT if fault == "stop-worker" else 0)}
+    job, crashes = fc.start_until_checkpoint(lambda attempt: fc.Job(argv, logs=logs, run_dir=run_dir, env=env,
+                                                                    cwd=str(root)), run_dir)
+    ev = {"names": names, "bound": 60 + (STALL_TIMEOUT if fault == "stop-worker" else 0), "start_crashes": crashes}
     try:
-        job.wait_for_checkpoint()
         tag = job.tag
         victim = job.wait_for(lambda: _remote_worker(tag, engine, names[1]), 30, "the remote worker")
         ev["over_ssh"] = bool(fc.tagged(tag)[victim]["env"].get("SSH_CONNECTION"))
@@ -92,7 +92,7 @@ def _run(engine, fault, rec, root, hosts):
         ev["left"] = fc.leftovers(tag, wait=60 if fault == "kill-launcher" else 2)
         ev["seconds"] = (time.time() if fault == "kill-launcher" else t_end) - t_fault
         fc.report(f"{engine} / {fault}", host="2 hosts (ssh)", exit=ev["code"], seconds=round(ev["seconds"], 1),
-                  outcome=fc.outcome(engine == "elastic", ev["code"], ev["out"]))
+                  outcome=fc.outcome(engine == "elastic", ev["code"], ev["out"]), start_crashes=crashes)
         try:
             ev["loaded_step"] = load_backbone(run_dir, "latest")[1]["step"]
         except Exception as exc:   # asserted in the test
