@@ -1,0 +1,98 @@
+"""INT8 against float32 on each oneDNN code path this CPU can take: AVX-512 (VNNI where present) and AVX2.
+
+An exported PREFIX (float32 symbol + ``PREFIX-int8``) is timed through ``FaceEmbedder(backend='mxnet')`` on
+NaiveEngine, batch 1 and 64, float32 and INT8 alternating over rounds, once per code path: the machine's
+default and ``DNNL_MAX_CPU_ISA=AVX2`` (oneDNN's AVX2 kernels: no VNNI, INT8 through vpmaddubsw). Each path is its
+own process (oneDNN reads the cap when it loads). With ``--bin``, the held-out accuracy of both forms is measured
+on each path too (``gluonface eval``'s verification code).
+
+    OMP_NUM_THREADS=2 python bench/bench_int8_paths.py PREFIX [--bin heldout.bin]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+PATHS = {"default (AVX-512 where present)": {}, "AVX2 (DNNL_MAX_CPU_ISA=AVX2)": {"DNNL_MAX_CPU_ISA": "AVX2"}}
+
+
+def worker(a):
+    from gluonface.machine import use_inference_engine
+    use_inference_engine("cpu")
+    import numpy as np
+    from gluonface.export.embedder import FaceEmbedder
+    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    forms = {"float32": FaceEmbedder.from_path(a.prefix, backend="mxnet", threads=threads),
+             "INT8": FaceEmbedder.from_path(a.prefix + "-int8", backend="mxnet", threads=threads)}
+    out = {"speed": {}, "accuracy": {}}
+    for batch in (1, 64):
+        x = np.random.default_rng(batch).uniform(0, 255, (batch, 3, 112, 112)).astype(np.float32)
+        got = {k: [] for k in forms}
+        for _ in range(a.rounds):
+            for k, emb in forms.items():
+                for _ in range(3):
+                    emb(x)
+                n, start = 0, time.perf_counter()
+                while n < 3 or time.perf_counter() - start < a.seconds:
+                    emb(x)
+                    n += 1
+                got[k].append(n * batch / (time.perf_counter() - start))
+        out["speed"][batch] = {k: statistics.median(v) for k, v in got.items()}
+        out["speed"][f"{batch}_ratio"] = statistics.median(q / f for q, f in zip(got["INT8"], got["float32"]))
+    if a.bin:
+        from gluonface.evaluate.verification import verify_bin
+        for k, emb in forms.items():
+            out["accuracy"][k] = verify_bin(emb, a.bin)["accuracy"] * 100
+    print(json.dumps(out), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("prefix")
+    ap.add_argument("--bin")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a)
+    from gluonface.machine import cpu_line
+    threads = os.environ.setdefault("OMP_NUM_THREADS", "2")
+    res = {}
+    for name, env in PATHS.items():
+        cmd = [sys.executable, os.path.abspath(__file__), a.prefix, "--worker", "--rounds", str(a.rounds),
+               "--seconds", str(a.seconds)] + (["--bin", a.bin] if a.bin else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **env))
+        found = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+        if proc.returncode or not found:
+            raise SystemExit(f"{name} failed: {proc.stderr[-2000:]}")
+        res[name] = json.loads(found[-1])
+    lines = ["### INT8 against float32 on both oneDNN code paths (`bench/bench_int8_paths.py`)", "",
+             f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu_line()}, OMP_NUM_THREADS={threads}, MXNet NaiveEngine, "
+             f"`FaceEmbedder(backend='mxnet')`; model `{os.path.basename(a.prefix)}`; images/s, median of "
+             f"{a.rounds} alternating rounds; load average at end {os.getloadavg()[0]:.1f}.", "",
+             "| code path | float32 b1 | INT8 b1 | INT8/float32 b1 | float32 b64 | INT8 b64 | INT8/float32 b64 |"
+             + (" held-out float32 % | INT8 % |" if a.bin else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if a.bin else "")]
+    for name, r in res.items():
+        s = r["speed"]
+        row = (f"| {name} | {s['1']['float32']:.1f} | {s['1']['INT8']:.1f} | **{s['1_ratio']:.2f}×** | "
+               f"{s['64']['float32']:.1f} | {s['64']['INT8']:.1f} | **{s['64_ratio']:.2f}×** |")
+        if a.bin:
+            row += f" {r['accuracy']['float32']:.2f} | {r['accuracy']['INT8']:.2f} |"
+        lines.append(row)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        with open(a.out, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
