@@ -6,7 +6,7 @@ default and ``DNNL_MAX_CPU_ISA=AVX2`` (oneDNN's AVX2 kernels: no VNNI, INT8 thro
 own process (oneDNN reads the cap when it loads). With ``--bin``, the held-out accuracy of both forms is measured
 on each path too (``gluonface eval``'s verification code).
 
-    OMP_NUM_THREADS=2 python bench/bench_int8_paths.py PREFIX [--bin heldout.bin]
+    OMP_NUM_THREADS=2 python bench/bench_int8_paths.py [PREFIX] [--bin heldout.bin]
 """
 import argparse
 import json
@@ -53,7 +53,8 @@ def worker(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("prefix")
+    ap.add_argument("prefix", nargs="?", help="exported PREFIX with PREFIX-int8 beside it (default: export an "
+                    "untrained iresnet_tiny with face statistics here)")
     ap.add_argument("--bin")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=1.0)
@@ -64,6 +65,11 @@ def main():
         return worker(a)
     from gluonface.machine import cpu_line
     threads = os.environ.setdefault("OMP_NUM_THREADS", "2")
+    if a.prefix is None:
+        import tempfile
+        sys.path.insert(0, HERE)
+        from probe_int8_floor import export
+        a.prefix = export("iresnet_tiny", tempfile.mkdtemp(prefix="bench_int8_paths_"))[0]
     res = {}
     for name, env in PATHS.items():
         cmd = [sys.executable, os.path.abspath(__file__), a.prefix, "--worker", "--rounds", str(a.rounds),
