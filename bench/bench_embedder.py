@@ -24,6 +24,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CALIB_FACES = (0, 32, 4, 3)   # render_set(first_id, n_ids, per_id, seed) of the calibration faces
 ARMS = ("bare session", "FaceEmbedder auto", "FaceEmbedder mxnet", "INT8")
 
 
@@ -73,7 +74,7 @@ def export(model, work):
     from gluonface.export.run import export_model
     from gluonface.models import get_model
     import cv2
-    faces, labels = render_set(0, 32, 4, seed=3)
+    faces, labels = render_set(*CALIB_FACES)
     rec = os.path.join(work, "calib")
     w = RecordWriter(rec)
     for img, lab in zip(faces, labels):

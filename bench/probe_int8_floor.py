@@ -4,8 +4,8 @@ Three measurements, one process, NaiveEngine (as ``gluonface eval/embed`` run), 
 1. *floor*: a chain of N fused oneDNN 1x1 convolutions on a (1, 8, 4, 4) tensor (no arithmetic to speak of),
    bound in an executor and called like ``FaceEmbedder``'s MXNet forward: the fixed cost of N operator calls.
    N defaults to the operator count of the INT8 graph of ``--model``.
-2. *model*: the folded float32 symbol and the INT8 symbol of ``--model`` (untrained, BatchNorm statistics of
-   synthetic faces, calibration on 64 of them), batch 1, through ``FaceEmbedder(backend='mxnet')``.
+2. *model*: the folded float32 symbol and the INT8 symbol of ``--model`` (``bench_embedder.export``: untrained,
+   BatchNorm statistics of synthetic faces, calibration on 128 of them), batch 1, through ``FaceEmbedder(backend='mxnet')``.
 3. *onnxruntime INT8*: the same float32 ONNX quantised by onnxruntime's own static quantiser (QDQ and
    QOperator formats, per-channel int8 weights, uint8 activations, the same calibration faces), timed
    against the float32 session at batch 1 and 64.
@@ -43,27 +43,14 @@ def rounds_of(arms, rounds, n):
 
 
 def export(model, work):
-    import cv2
-    import mxnet as mx
+    """``(prefix, faces)``: bench_embedder's export (untrained, face statistics, ONNX and INT8) and its faces."""
     sys.path.insert(0, HERE)
-    from bench_export import face_statistics, render_set
-    from gluonface.data.record import RecordWriter
-    from gluonface.export.run import export_model
-    from gluonface.models import get_model
-    faces, labels = render_set(0, 16, 4, seed=3)
-    rec = os.path.join(work, "calib")
-    w = RecordWriter(rec)
-    for img, lab in zip(faces, labels):
-        w.add_image(cv2.imencode(".png", img[:, :, ::-1])[1].tobytes(), int(lab))
-    w.close(image_size=(112, 112))
-    mx.random.seed(0)
-    net = get_model(model, embedding_size=128, head="FC")
-    net.initialize(mx.init.Xavier())
-    face_statistics(net, faces)
-    net.hybridize(static_alloc=True, static_shape=True)
-    prefix = os.path.join(work, model)
-    export_model(net, prefix, onnx=True, int8=True, calib=rec, calib_images=64)
-    return prefix, faces
+    from bench_embedder import CALIB_FACES, export as export_model
+    from bench_export import render_set
+    prefix, note = export_model(model, work)
+    if not os.path.isfile(prefix + "-int8-symbol.json"):
+        raise SystemExit(f"{model}: {note}")
+    return prefix, render_set(*CALIB_FACES)[0]
 
 
 def floor_forward(n_ops):
