@@ -18,6 +18,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from probe_int8_floor import emit, export  # noqa: E402  (bench/ is not a package)
 PATHS = {"default (AVX-512 where present)": {}, "AVX2 (DNNL_MAX_CPU_ISA=AVX2)": {"DNNL_MAX_CPU_ISA": "AVX2"}}
 
 
@@ -67,8 +69,6 @@ def main():
     threads = os.environ.setdefault("OMP_NUM_THREADS", "2")
     if a.prefix is None:
         import tempfile
-        sys.path.insert(0, HERE)
-        from probe_int8_floor import export
         a.prefix = export("iresnet_tiny", tempfile.mkdtemp(prefix="bench_int8_paths_"))[0]
     res = {}
     for name, env in PATHS.items():
@@ -93,11 +93,7 @@ def main():
         if a.bin:
             row += f" {r['accuracy']['float32']:.2f} | {r['accuracy']['INT8']:.2f} |"
         lines.append(row)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,15 @@ def rounds_of(arms, rounds, n):
     return {k: (min(v), statistics.median(v)) for k, v in got.items()}
 
 
+def emit(lines, out=None):
+    """Print the markdown ``lines``; with ``out``, append them to that file too."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+
+
 def export(model, work):
     """``(prefix, faces)``: bench_embedder's export (untrained, face statistics, ONNX and INT8) and its faces."""
     sys.path.insert(0, HERE)
@@ -75,6 +84,7 @@ def ort_int8(onnx_path, faces, work, threads):
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+    from gluonface.evaluate.verification import row_cosines
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     name = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"]).get_inputs()[0].name
@@ -103,7 +113,7 @@ def ort_int8(onnx_path, faces, work, threads):
         cos = {}
         for k, s in sessions.items():
             y = s.run(None, {name: x})[0]
-            cos[k] = float(((ref * y).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(y, axis=1)).min())
+            cos[k] = float(row_cosines(ref, y).min())
         arms = {k: (lambda s=s: s.run(None, {name: x})) for k, s in sessions.items()}
         t = rounds_of(arms, 7, 400 if batch == 1 else 8)
         out[batch] = {k: {"us": t[k], "min_cosine": cos[k]} for k in sessions}
@@ -154,11 +164,7 @@ def main():
         lines.append(f"| {k} | {b1['us'][0]:.0f} ({b1['us'][1]:.0f}) | {ort[1]['float32']['us'][0] / b1['us'][0]:.2f}× | "
                      f"{b1['min_cosine']:.4f} | {b64['us'][0]:.0f} ({b64['us'][1]:.0f}) | "
                      f"{ort[64]['float32']['us'][0] / b64['us'][0]:.2f}× | {b64['min_cosine']:.4f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":
