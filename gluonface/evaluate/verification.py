@@ -76,7 +76,8 @@ def embed_raw(forward, images, batch_size=64, flip=True, progress=False):
     """Un-normalised embeddings: ``forward(x) (+ forward(mirror x))`` per image.
 
     Args:
-        forward: ``f(x (B, 3, H, W) float32 raw RGB 0..255) -> (B, E)``.
+        forward: ``f(x (B, 3, H, W) float32 raw RGB 0..255) -> (B, E)``; one whose ``input_dtype`` is uint8
+            gets the pixels as uint8.
         images: uint8 (N, H, W, 3) RGB, or an iterable of such chunks.
 
     Returns:
@@ -87,9 +88,11 @@ def embed_raw(forward, images, batch_size=64, flip=True, progress=False):
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=total, unit="img", desc="embedding", leave=False)
+    # A forward that takes uint8 pixels (an INT8 graph, ``bound_forward``) gets them without a float32 copy.
+    dtype = np.uint8 if getattr(forward, "input_dtype", None) == np.uint8 else np.float32
     out = []
     for batch in iter_batches(images, batch_size):
-        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=dtype)
         e = np.asarray(forward(x), dtype=np.float32)
         if flip:
             e = e + np.asarray(forward(np.ascontiguousarray(x[:, :, :, ::-1])), dtype=np.float32)

@@ -10,7 +10,9 @@ depends on the network, the batch size and the CPU (see bench/results/export.md)
 (the default on a CPU) keeps both, checks that they agree, times each on the caller's own first batches of
 a batch class (1..8 images, more than 8) and then runs that class on the faster one. ``backend_report()``
 says which runs and what was measured; ``gluonface eval`` writes it to eval.json. INT8 symbols run on MXNet
-only, ONNX files on onnxruntime only, GPU contexts on MXNet only.
+only, ONNX files on onnxruntime only, GPU contexts on MXNet only. An INT8 symbol is fed uint8 images as they
+are (``quantize.uint8_input_form``, built in memory: no float32 copy and no input quantisation operator);
+``input_dtype`` says what a forward takes.
 
 MXNet's engine matters as much at small batches: ``gluonface eval``/``embed``/``export`` run MXNet's
 synchronous engine on the CPU (``gluonface.machine.use_inference_engine``: 5x less time per call at batch 1
@@ -167,30 +169,66 @@ def _ort_twin(folded, size, info, flip, threads, onnx_path, probe, reference, so
     return twin
 
 
-def bound_forward(sym, params, ctx, keep=4):
-    """``f(x (B, 3, H, W) float32) -> (B, E) numpy`` running ``sym`` with fixed ``params`` on ``ctx``.
+def bound_forward(sym, params, ctx, keep=4, input_dtype=np.float32):
+    """``f(x (B, 3, H, W) raw pixels) -> (B, E) numpy`` running ``sym`` with fixed ``params`` on ``ctx``.
 
     One executor per batch shape (the ``keep`` most recent), bound to the parameter arrays and to an input
     array the batch is copied into: at batch 1 this costs ~0.3 ms less per call than a hybridized
     SymbolBlock fed a new ``mx.nd.array`` (Gluon's per-call bookkeeping and a Python-side copy).
+    ``input_dtype`` is the graph's input type: float32, or uint8 for ``quantize.uint8_input_form`` (then
+    ``x`` must be uint8). ``f.input_dtype`` says which, so callers holding uint8 images (``embed_raw``) can
+    skip the conversion to float32.
     """
+    import ctypes
     import mxnet as mx
+    from mxnet.base import _LIB, check_call
+    input_dtype = np.dtype(input_dtype)
     aux_names = set(sym.list_auxiliary_states())
     args = {n: v.as_in_context(ctx) for n, v in params.items() if n not in aux_names}
     aux = {n: v.as_in_context(ctx) for n, v in params.items() if n in aux_names}
-    executors = collections.OrderedDict()
+    executors = collections.OrderedDict()   # batch shape -> (executor, input handle, output NDArray, its shape, dtype)
 
     def forward(x):
-        ex = executors.pop(x.shape, None)
-        if ex is None:
-            ex = sym.bind(ctx, dict(args, **{INPUT_NAME: mx.nd.empty(x.shape, ctx=ctx)}), grad_req="null",
-                          aux_states=aux)
-        executors[x.shape] = ex
-        while len(executors) > keep:
-            executors.popitem(last=False)
-        ex.arg_dict[INPUT_NAME]._sync_copyfrom(x)  # mx.nd.array(x) costs ~0.25 ms of Python at batch 1
-        return ex.forward(is_train=False)[0].asnumpy()
+        x = np.ascontiguousarray(x, dtype=input_dtype)
+        entry = executors.get(x.shape)
+        if entry is None:
+            data = mx.nd.empty(x.shape, ctx=ctx, dtype=input_dtype)
+            ex = sym.bind(ctx, dict(args, **{INPUT_NAME: data}), grad_req="null", aux_states=aux)
+            out = ex.outputs[0]
+            entry = executors[x.shape] = (ex, data.handle, out, out.shape, out.dtype)
+            while len(executors) > keep:
+                executors.popitem(last=False)
+        else:
+            executors.move_to_end(x.shape)
+        ex, data, out, shape, dtype = entry
+        # The C calls straight: NDArray._sync_copyfrom, Executor.forward (which makes new output handles every
+        # call) and asnumpy cost ~25 us of Python per call, a tenth of a batch-1 forward of a small network.
+        check_call(_LIB.MXNDArraySyncCopyFromCPU(data, ctypes.c_void_p(x.ctypes.data), ctypes.c_size_t(x.size)))
+        check_call(_LIB.MXExecutorForward(ex.handle, ctypes.c_int(0)))
+        y = np.empty(shape, dtype=dtype)
+        check_call(_LIB.MXNDArraySyncCopyToCPU(out.handle, ctypes.c_void_p(y.ctypes.data), ctypes.c_size_t(y.size)))
+        return y
+    forward.input_dtype = input_dtype
     return forward
+
+
+def _uint8_fed(sym, params, ctx, forward, probe, reference):
+    """``forward`` plus, for uint8 batches, the INT8 graph fed the pixels as they are
+    (``quantize.uint8_input_form``: one operator and two dtype conversions fewer per call), when that form gives
+    ``forward``'s result bit for bit on the whole-valued ``probe``; else ``forward`` alone."""
+    from gluonface.export.quantize import uint8_input_form
+    form = uint8_input_form(sym, params)
+    if form is None:
+        return forward
+    fed = bound_forward(*form, ctx, input_dtype=np.uint8)
+    pixels = np.rint(probe).astype(np.uint8)
+    if not np.array_equal(fed(pixels), forward(pixels.astype(np.float32))):
+        return forward
+
+    def either(x):
+        return fed(x) if x.dtype == np.uint8 else forward(x)
+    either.input_dtype = np.dtype(np.uint8)
+    return either
 
 
 class FaceEmbedder:
@@ -349,6 +387,8 @@ class FaceEmbedder:
                                  f"({str(exc).splitlines()[0][:200]}); fix: use the symbol and params files "
                                  "written together by `gluonface export` (a params file of another network "
                                  "gives wrong shapes), and check input_size in export.json") from exc
+        if kind == "int8":
+            forward = _uint8_fed(sym, params, ctx, forward, probe, reference)
         if backend == "mxnet":
             return cls(forward, size, kind, info, flip, backend="mxnet", backend_note=note)
         try:
@@ -364,7 +404,13 @@ class FaceEmbedder:
 
     def __call__(self, x):
         """Raw forward pass: (B, 3, H, W) float32 raw RGB -> (B, E) float32 (not normalised)."""
-        return np.asarray(self._forward(check_input(x, self.input_size)), dtype=np.float32)
+        return np.asarray(self._forward(check_input(x, self.input_size, self.input_dtype)), dtype=np.float32)
+
+    @property
+    def input_dtype(self):
+        """uint8 when the forward takes uint8 pixels as they are (INT8 symbols on MXNet), else float32: what
+        ``__call__`` and ``embed`` hand it."""
+        return getattr(self._forward, "input_dtype", np.dtype(np.float32))
 
     def embed(self, images, flip=None, batch_size=64):
         """L2-normalised embeddings of aligned faces.

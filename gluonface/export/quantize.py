@@ -107,3 +107,60 @@ def check_against_float32(int8_forward, fp32_forward, images, min_cosine=INT8_MI
             f"{report['min_cosine']:.4f}, mean {report['mean_cosine']:.4f}; bar {min_cosine}); nothing was kept. "
             "fix: calibrate with more images or --calib-mode entropy, or deploy the float32 model")
     return report
+
+
+def uint8_input_form(sym, params):
+    """The INT8 graph fed uint8 pixels: its input quantisation replaced by the pixels themselves.
+
+    ``quantize_model_mkldnn`` calibrates the raw-pixel input to exactly [0, 255], so its first operator,
+    ``_contrib_quantize_v2``, turns float32 pixels into uint8 and leaves whole pixel values as they are (it scales
+    by 255.5 / 255 before rounding, so fractional values do move). A caller that holds uint8 images (every
+    ``FaceEmbedder.embed``) gives them straight to the first INT8 convolution instead: one operator and two
+    dtype conversions fewer per call, the same output bit for bit
+    (``tests/integration/test_export_run.py::test_int8_takes_uint8_pixels``). Float input keeps the graph as
+    it is. The files keep the standard float32 input; this form is built in memory when the model is loaded.
+
+    Args:
+        sym, params: an INT8 checkpoint (``quantize_symbol``'s result; ``params`` one dict of arg + aux).
+
+    Returns:
+        ``(sym, params)`` whose input ``data`` is uint8, or None when the graph does not start with that one
+        quantisation of ``data`` over [0, 255] (then keep the float32 input).
+    """
+    import json
+    import mxnet as mx
+    from gluonface.export.names import INPUT_NAME
+    graph = json.loads(sym.tojson())
+    nodes = graph["nodes"]
+    data = [i for i, n in enumerate(nodes) if n["op"] == "null" and n["name"] == INPUT_NAME]
+    users = [i for i, n in enumerate(nodes) if any(e[0] in data for e in n["inputs"])]
+    if len(data) != 1 or len(users) != 1 or nodes[users[0]]["op"] != "_contrib_quantize_v2":
+        return None
+    q = users[0]
+    attrs = nodes[q].get("attrs", {})
+    try:
+        lo, hi = float(attrs["min_calib_range"]), float(attrs["max_calib_range"])
+    except (KeyError, ValueError):
+        return None
+    if (lo, hi) != (0.0, 255.0) or attrs.get("out_type", "auto") not in ("auto", "uint8"):
+        return None
+    names = {"min": f"{INPUT_NAME}_uint8_min", "max": f"{INPUT_NAME}_uint8_max"}
+    if any(n["name"] in names.values() for n in nodes):
+        return None
+    first = len(nodes)
+    nodes += [{"op": "null", "name": names["min"], "inputs": []}, {"op": "null", "name": names["max"], "inputs": []}]
+    graph["arg_nodes"] = list(graph["arg_nodes"]) + [first, first + 1]
+    source = {0: [data[0], 0, 0], 1: [first, 0, 0], 2: [first + 1, 0, 0]}
+    for n in nodes:
+        n["inputs"] = [source[e[1]] if e[0] == q else e for e in n["inputs"]]
+    graph["heads"] = [source[h[1]] if h[0] == q else h for h in graph["heads"]]
+    graph.pop("node_row_ptr", None)
+    # Loading the edited JSON and saving it again drops the orphaned quantize node (symbols hold their heads).
+    out = mx.sym.load_json(mx.sym.load_json(json.dumps(graph)).tojson())
+    if "_contrib_quantize_v2" in out.tojson() or out.list_arguments().count(INPUT_NAME) != 1:
+        return None
+    params = dict(params)
+    params[names["min"]] = mx.nd.array([0.0])
+    params[names["max"]] = mx.nd.array([255.0])
+    return out, params
+

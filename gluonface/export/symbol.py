@@ -178,9 +178,11 @@ def load_symbol_block(prefix_or_json, ctx=None):
     return symbol_block(sym, params, ctx)
 
 
-def check_input(x, input_size):
-    """Validate a float32 NCHW batch against the model's (H, W); returns it as contiguous float32."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+def check_input(x, input_size, dtype=np.float32):
+    """Validate an NCHW batch against the model's (H, W); returns it contiguous, as float32, or as it is when
+    it is already of the forward's own input ``dtype`` (uint8 pixels for INT8 graphs that take them)."""
+    x = np.asarray(x)
+    x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype == np.dtype(dtype) else np.float32)
     if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != tuple(input_size):
         raise GluonFaceError(f"input batch has shape {x.shape}; the model expects (N, 3, {input_size[0]}, "
                              f"{input_size[1]}); fix: align faces to {input_size[0]}x{input_size[1]} first "

@@ -211,3 +211,40 @@ def test_int8_falls_back_to_the_next_graph_and_keeps_nothing_below_the_bar(expor
     with pytest.raises(GluonFaceError, match="no INT8 form of this network passes.*folded, oneDNN form.*traced"):
         export_run(run_dir, str(tmp_path / "b" / "model"), int8=True, calib=rec)
     assert not [f for f in os.listdir(tmp_path / "b") if "int8" in f]
+
+
+def test_int8_takes_uint8_pixels(exported):
+    """An INT8 model on MXNet is fed uint8 images as they are (no float32 copy, no input quantisation
+    operator) and gives, bit for bit, what plain MXNet's Module gives for the same pixels as float32."""
+    from gluonface.export.quantize import uint8_input_form
+    root, _, _, _ = exported
+    prefix = str(root / "out" / "model-int8")
+    q = FaceEmbedder.from_path(prefix)
+    assert q.input_dtype == np.uint8
+    sym, arg, aux = mx.model.load_checkpoint(prefix, 0)
+    pixels = np.random.default_rng(5).integers(0, 256, (3, 3, 112, 112), dtype=np.uint8)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=[("data", pixels.shape)], for_training=False)
+    mod.set_params(arg, aux)
+    mod.forward(mx.io.DataBatch([mx.nd.array(pixels.astype(np.float32))]), is_train=False)
+    want = mod.get_outputs()[0].asnumpy()
+    got = q(pixels)
+    np.testing.assert_array_equal(got, want)
+    q(pixels[::-1].copy())   # every call returns its own array: the next batch does not overwrite this one
+    np.testing.assert_array_equal(got, want)
+    # float pixels still run (through the graph's own input quantisation), embed() on NHWC uint8 too
+    np.testing.assert_array_equal(q(pixels.astype(np.float32)), want)
+    e = q.embed(pixels.transpose(0, 2, 3, 1), flip=False)
+    np.testing.assert_allclose(e, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=0, atol=1e-6)
+    # the in-memory form: no input quantisation left, uint8 input; the files keep their float32 input
+    form, params = uint8_input_form(sym, dict(arg, **aux))
+    assert "_contrib_quantize_v2" not in form.tojson() and "_contrib_quantize_v2" in sym.tojson()
+    assert form.infer_type(data="uint8")[0][form.list_arguments().index("data")] == np.uint8
+    # a graph that does not start with the [0, 255] pixel quantisation is left alone
+    fp32 = mx.sym.load(str(root / "out" / "model-symbol.json"))
+    assert uint8_input_form(fp32, {}) is None
+    head = json.loads(sym.tojson())
+    for n in head["nodes"]:
+        if n["op"] == "_contrib_quantize_v2":
+            n["attrs"]["max_calib_range"] = "1.000000"
+    assert uint8_input_form(mx.sym.load_json(json.dumps(head)), dict(arg, **aux)) is None
