@@ -5,7 +5,8 @@ Three measurements, one process, NaiveEngine (as ``gluonface eval/embed`` run), 
    bound in an executor and called like ``FaceEmbedder``'s MXNet forward: the fixed cost of N operator calls.
    N defaults to the operator count of the INT8 graph of ``--model``.
 2. *model*: the folded float32 symbol and the INT8 symbol of ``--model`` (``bench_embedder.export``: untrained,
-   BatchNorm statistics of synthetic faces, calibration on 128 of them), batch 1, through ``FaceEmbedder(backend='mxnet')``.
+   BatchNorm statistics of synthetic faces, calibration on 128 of them), batch 1 of uint8 pixels, through
+   ``FaceEmbedder(backend='mxnet')``.
 3. *onnxruntime INT8*: the same float32 ONNX quantised by onnxruntime's own static quantiser (QDQ and
    QOperator formats, per-channel int8 weights, uint8 activations, the same calibration faces), timed
    against the float32 session at batch 1 and 64.
@@ -134,11 +135,12 @@ def main():
     threads = int(os.environ.setdefault("OMP_NUM_THREADS", "2"))
     work = tempfile.mkdtemp(prefix="probe_int8_")
     prefix, faces = export(a.model, work)
-    with open(prefix + "-int8-symbol.json") as f:
-        n_ops = sum(1 for n in json.load(f)["nodes"] if n["op"] != "null")
     f32 = FaceEmbedder.from_path(prefix, backend="mxnet", threads=threads)
     i8 = FaceEmbedder.from_path(prefix + "-int8", backend="mxnet", threads=threads)
-    x = np.ascontiguousarray(faces[0].transpose(2, 0, 1)[None], dtype=np.float32)
+    # the graph that runs: fed uint8 pixels, the INT8 model drops its input quantisation (uint8_input_form)
+    with open(prefix + "-int8-symbol.json") as f:
+        n_ops = sum(1 for n in json.load(f)["nodes"] if n["op"] != "null") - (i8.input_dtype == np.uint8)
+    x = np.ascontiguousarray(faces[0].transpose(2, 0, 1)[None])   # uint8 pixels, as images come
     t = rounds_of({"float32 symbol": lambda: f32(x), "INT8 symbol": lambda: i8(x),
                    f"{n_ops} tiny operators": floor_forward(n_ops)}, a.rounds, a.calls)
     ort = ort_int8(prefix + ".onnx", faces, work, threads)
@@ -146,8 +148,8 @@ def main():
     f, q = t["float32 symbol"][0], t["INT8 symbol"][0]
     lines = [f"### INT8 at batch 1: the per-operator floor (`bench/probe_int8_floor.py --model {a.model}`)", "",
              f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu_line()}, OMP_NUM_THREADS={threads}, MXNet NaiveEngine, "
-             f"load average at end {os.getloadavg()[0]:.1f}. Untrained {a.model}, face statistics; µs per call, "
-             f"minimum (median) of {a.rounds} alternating rounds.", "",
+             f"load average at end {os.getloadavg()[0]:.1f}. Untrained {a.model}, face statistics, one face as uint8 "
+             f"pixels; µs per call, minimum (median) of {a.rounds} alternating rounds.", "",
              "| arm | µs per call, batch 1 |", "|---|---|"]
     lines += [f"| {k} | {v[0]:.1f} ({v[1]:.1f}) |" for k, v in t.items()]
     lines += ["", f"INT8 / float32 at batch 1: **{f / q:.2f}×**. The INT8 graph has {n_ops} operators; "
