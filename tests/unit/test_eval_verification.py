@@ -5,7 +5,7 @@ import pytest
 
 from gluonface.errors import GluonFaceError
 from gluonface.evaluate import roc
-from gluonface.evaluate.verification import embed_images, verification_metrics
+from gluonface.evaluate.verification import channels_first, embed_images, embed_raw, mirror, verification_metrics
 
 
 def _brute_accuracy(s, y, t):
@@ -129,6 +129,33 @@ def test_embed_images_flip_tta_matches_numpy():
     noflip = x.reshape(7, -1) @ w.T + b
     noflip /= np.linalg.norm(noflip, axis=1, keepdims=True)
     np.testing.assert_allclose(embed_images(net, imgs, flip=False), noflip, atol=1e-5)
+
+
+def test_layout_helpers_and_uint8_forwards_match_numpy():
+    """embed_raw's OpenCV layout change and mirror give NumPy's transpose and reversed copy exactly, and a forward
+    that declares ``input_dtype`` uint8 (an INT8 model) gets uint8 planes, the rest float32."""
+    rng = np.random.default_rng(3)
+    imgs = rng.integers(0, 256, size=(9, 5, 7, 3), dtype=np.uint8)
+    strided = imgs[::2]                                   # a non-contiguous batch
+    for batch in (imgs, strided):
+        want = batch.transpose(0, 3, 1, 2)
+        for dtype in (np.uint8, np.float32):
+            got = channels_first(batch, dtype)
+            assert got.dtype == dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want.astype(dtype))
+        np.testing.assert_array_equal(mirror(channels_first(batch, np.uint8)), want[..., ::-1])
+    seen = []
+
+    def forward(x):
+        seen.append(x.copy())
+        return x.reshape(len(x), -1)[:, :4].astype(np.float32)
+    for dtype in (np.uint8, np.float32):
+        forward.input_dtype = np.dtype(dtype)
+        seen.clear()
+        embed_raw(forward, imgs, batch_size=4, flip=True)
+        assert [x.dtype for x in seen] == [np.dtype(dtype)] * 6
+        np.testing.assert_array_equal(seen[0], imgs[:4].transpose(0, 3, 1, 2).astype(dtype))
+        np.testing.assert_array_equal(seen[1], imgs[:4].transpose(0, 3, 1, 2)[..., ::-1].astype(dtype))
 
 
 @pytest.mark.parametrize("bad, words", [
