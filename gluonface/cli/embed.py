@@ -9,7 +9,6 @@ PREFIX-0000.params, float32 or INT8) or MODEL.onnx, as written by `gluonface exp
 from gluonface.export.names import BACKENDS
 
 
-
 def add_arguments(parser):
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="aligned image files or directories")
     parser.add_argument("--model", required=True, metavar="PREFIX", help="exported PREFIX or .onnx file")

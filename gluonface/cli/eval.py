@@ -13,7 +13,6 @@ With --out DIR: eval.json, roc.png and cmc.png are written there.
 from gluonface.export.names import BACKENDS
 
 
-
 def add_arguments(parser):
     parser.add_argument("model", metavar="MODEL", help="run directory, exported PREFIX or .onnx")
     parser.add_argument("--which", default="auto", help="run checkpoint: auto, best, latest or a step number")
