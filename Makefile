@@ -32,7 +32,30 @@ OPS_ISA_FLAGS_generic :=
 OPS_ISA_FLAGS_avx2 := -mavx2 -mfma
 OPS_ISA_FLAGS_avx512 := -mavx512f
 
-ops: $(OPS_LIB)
+# gluonface's INT8 runner (gluonface/ops/csrc/int8; gluonface/ops/int8net.py): plain C++ loaded with ctypes,
+# no MXNet headers. -ffp-contract=off: every instruction-set path must do the same float32 operations (no
+# fused multiply-adds), so all paths give the same bytes.
+INT8_SRC := $(OPS_SRC)/int8
+INT8_LIB := gluonface/ops/libgluonface_int8.so
+INT8_CXXFLAGS := $(OPS_CXXFLAGS) -ffp-contract=off
+INT8_ISA_FLAGS_generic :=
+INT8_ISA_FLAGS_avx2 := -mavx2 -mfma
+INT8_ISA_FLAGS_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+
+ops: $(OPS_LIB) $(INT8_LIB)
+
+$(OPS_OBJ)/int8_net.o: $(INT8_SRC)/net.cc $(INT8_SRC)/net.h
+	@mkdir -p $(OPS_OBJ)
+	$(CXX) $(INT8_CXXFLAGS) -c $< -o $@
+
+$(OPS_OBJ)/int8_kernels_%.o: $(INT8_SRC)/kernels_%.cc $(INT8_SRC)/net.h $(INT8_SRC)/common.h
+	@mkdir -p $(OPS_OBJ)
+	$(CXX) $(INT8_CXXFLAGS) $(INT8_ISA_FLAGS_$*) -c $< -o $@
+
+$(INT8_LIB): $(OPS_OBJ)/int8_net.o $(OPS_OBJ)/int8_kernels_generic.o $(OPS_OBJ)/int8_kernels_avx2.o \
+		$(OPS_OBJ)/int8_kernels_avx512.o
+	$(CXX) -shared -fopenmp $^ -o $@.tmp && mv $@.tmp $@
+	$(VPY) -c "from gluonface.ops import int8net as n; print('gluonface INT8 runner built:', n.isa(), 'path (this CPU runs', ', '.join(n.supported_isas()) + ')')"
 
 $(OPS_OBJ)/mxnet_include: $(STAMP)
 	@mkdir -p $(OPS_OBJ)
@@ -92,4 +115,4 @@ bench: install
 	$(VPY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info $(OPS_LIB)
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info $(OPS_LIB) $(INT8_LIB)

@@ -1,11 +1,12 @@
 """INT8 against float32 on each oneDNN code path this CPU can take: AVX-512 (VNNI where present) and AVX2.
 
-An exported PREFIX (float32 symbol + ``PREFIX-int8``) is timed through ``FaceEmbedder(backend='mxnet')`` on
-NaiveEngine, batch 1 and 64 of uint8 pixels (as images come: the float32 form pays its float copy, the INT8
-form takes them as they are), float32 and INT8 alternating over rounds, once per code path: the machine's
-default and ``DNNL_MAX_CPU_ISA=AVX2`` (oneDNN's AVX2 kernels: no VNNI, INT8 through vpmaddubsw). Each path is its
-own process (oneDNN reads the cap when it loads). With ``--bin``, the held-out accuracy of both forms is measured
-on each path too (``gluonface eval``'s verification code).
+An exported PREFIX (float32 symbol + ``PREFIX-int8``) is timed through ``FaceEmbedder`` on NaiveEngine, batch 1
+and 64 of uint8 pixels (as images come: the float32 forms pay their float copy, the INT8 ones take them as they
+are), every form alternating over rounds, once per code path: the machine's default and ``DNNL_MAX_CPU_ISA=AVX2``
+(oneDNN's AVX2 kernels: no VNNI, INT8 through vpmaddubsw; gluonface's INT8 runner is put on its AVX2 path there
+too). Forms: float32 on MXNet, float32 on ``auto`` (MXNet or onnxruntime, whichever it measures faster), INT8 on
+MXNet, INT8 on gluonface's native runner. Each path is its own process (oneDNN reads the cap when it loads).
+With ``--bin``, the held-out accuracy of the forms is measured on each path too (``gluonface eval``'s code).
 
     OMP_NUM_THREADS=2 python bench/bench_int8_paths.py [PREFIX] [--bin heldout.bin]
 """
@@ -24,15 +25,23 @@ from probe_int8_floor import emit, export  # noqa: E402  (bench/ is not a packag
 PATHS = {"default (AVX-512 where present)": {}, "AVX2 (DNNL_MAX_CPU_ISA=AVX2)": {"DNNL_MAX_CPU_ISA": "AVX2"}}
 
 
+FORMS = ("float32", "float32 auto", "INT8", "INT8 native")
+
+
 def worker(a):
     from gluonface.machine import use_inference_engine
     use_inference_engine("cpu")
     import numpy as np
     from gluonface.export.embedder import FaceEmbedder
+    from gluonface.ops import int8net
+    if os.environ.get("DNNL_MAX_CPU_ISA") == "AVX2":
+        int8net.set_isa("avx2")
     threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
     forms = {"float32": FaceEmbedder.from_path(a.prefix, backend="mxnet", threads=threads),
-             "INT8": FaceEmbedder.from_path(a.prefix + "-int8", backend="mxnet", threads=threads)}
-    out = {"speed": {}, "accuracy": {}}
+             "float32 auto": FaceEmbedder.from_path(a.prefix, backend="auto", threads=threads),
+             "INT8": FaceEmbedder.from_path(a.prefix + "-int8", backend="mxnet", threads=threads),
+             "INT8 native": FaceEmbedder.from_path(a.prefix + "-int8", backend="native", threads=threads)}
+    out = {"speed": {}, "accuracy": {}, "native_isa": int8net.isa()}
     for batch in (1, 64):
         x = np.random.default_rng(batch).integers(0, 256, (batch, 3, 112, 112), dtype=np.uint8)
         got = {k: [] for k in forms}
@@ -46,12 +55,15 @@ def worker(a):
                     n += 1
                 got[k].append(n * batch / (time.perf_counter() - start))
         out["speed"][batch] = {k: statistics.median(v) for k, v in got.items()}
-        out["speed"][f"{batch}_ratio"] = statistics.median(q / f for q, f in zip(got["INT8"], got["float32"]))
-        out["speed"][f"{batch}_best_ratio"] = max(got["INT8"]) / max(got["float32"])
+        for k in ("INT8", "INT8 native"):
+            for base in ("float32", "float32 auto"):
+                out["speed"][f"{batch} {k} / {base}"] = statistics.median(q / f for q, f in zip(got[k], got[base]))
+        out["speed"][f"{batch} auto runs"] = forms["float32 auto"].backend_report().get("runs", {})
     if a.bin:
         from gluonface.evaluate.verification import verify_bin
         for k, emb in forms.items():
-            out["accuracy"][k] = verify_bin(emb, a.bin)["accuracy"] * 100
+            if k != "float32 auto":
+                out["accuracy"][k] = verify_bin(emb, a.bin)["accuracy"] * 100
     print(json.dumps(out), flush=True)
 
 
@@ -83,21 +95,26 @@ def main():
         res[name] = json.loads(found[-1])
     lines = ["### INT8 against float32 on both oneDNN code paths (`bench/bench_int8_paths.py`)", "",
              f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu_line()}, OMP_NUM_THREADS={threads}, MXNet NaiveEngine, "
-             f"`FaceEmbedder(backend='mxnet')` on uint8 pixels; model `{os.path.basename(a.prefix)}`; images/s, median of "
-             f"{a.rounds} alternating rounds of {a.seconds:g} s (ratio: median of the rounds' ratios; best: fastest round "
-             f"of each form); load average at end {os.getloadavg()[0]:.1f}.", "",
-             "| code path | float32 b1 | INT8 b1 | INT8/float32 b1 (best) | float32 b64 | INT8 b64 | "
-             "INT8/float32 b64 (best) |"
-             + (" held-out float32 % | INT8 % |" if a.bin else ""),
-             "|---|---|---|---|---|---|---|" + ("---|---|" if a.bin else "")]
+             f"`FaceEmbedder` on uint8 pixels; model `{os.path.basename(a.prefix)}`; images/s, median of {a.rounds} "
+             f"alternating rounds of {a.seconds:g} s; ratios are medians of the rounds' ratios; load average at end "
+             f"{os.getloadavg()[0]:.1f}.", "",
+             "| code path (native runner's) | batch | float32 MXNet | float32 auto (runs) | INT8 MXNet | INT8 native "
+             "| INT8 MXNet / float32 MXNet | INT8 native / float32 MXNet | INT8 native / float32 auto |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         s = r["speed"]
-        row = (f"| {name} | {s['1']['float32']:.1f} | {s['1']['INT8']:.1f} | **{s['1_ratio']:.2f}×** "
-               f"({s['1_best_ratio']:.2f}×) | {s['64']['float32']:.1f} | {s['64']['INT8']:.1f} | "
-               f"**{s['64_ratio']:.2f}×** ({s['64_best_ratio']:.2f}×) |")
-        if a.bin:
-            row += f" {r['accuracy']['float32']:.2f} | {r['accuracy']['INT8']:.2f} |"
-        lines.append(row)
+        for b in ("1", "64"):
+            runs = s[f"{b} auto runs"].get("1-8" if b == "1" else ">8", "?")
+            lines.append(
+                f"| {name} ({r['native_isa']}) | {b} | {s[b]['float32']:.1f} | {s[b]['float32 auto']:.1f} ({runs}) | "
+                f"{s[b]['INT8']:.1f} | {s[b]['INT8 native']:.1f} | {s[f'{b} INT8 / float32']:.2f}× | "
+                f"**{s[f'{b} INT8 native / float32']:.2f}×** | **{s[f'{b} INT8 native / float32 auto']:.2f}×** |")
+    if a.bin:
+        lines += ["", "Held-out verification accuracy (%), same processes:", "",
+                  "| code path | float32 | INT8 MXNet | INT8 native |", "|---|---|---|---|"]
+        for name, r in res.items():
+            acc = r["accuracy"]
+            lines.append(f"| {name} | {acc['float32']:.2f} | {acc['INT8']:.2f} | {acc['INT8 native']:.2f} |")
     emit(lines, a.out)
 
 

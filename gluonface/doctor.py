@@ -77,6 +77,11 @@ def _path_facts(backbones):
     except Exception as exc:
         status, detail = "fail", f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
     paths["native ops"] = {"status": status, "detail": detail}
+    try:
+        status, detail = machine.int8_runner_check()
+    except Exception as exc:
+        status, detail = "fail", f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    paths["INT8 runner"] = {"status": status, "detail": detail}
     paths["bf16 train"] = {"status": "off", "detail": "refused by design: " + BF16_TRAINING_REFUSED.split(": ", 1)[1]
                            .split(". fix:")[0]}
     if backbones:

@@ -89,6 +89,12 @@ def fp32_check():
     return ok, f"output cosine {fwd:.6f}, worst gradient cosine {worst:.6f} to float64"
 
 
+def s_run(sym, args, aux, x):
+    import mxnet as mx
+    x = mx.nd.array(np.asarray(x, np.float32)) if not isinstance(x, mx.nd.NDArray) else x
+    return sym.bind(mx.cpu(), dict(args, data=x), aux_states=aux).forward()[0].asnumpy().astype(np.float64)
+
+
 def int8_check():
     """(ok, detail): a small conv network quantised by oneDNN (calibrated) against its float32 outputs."""
     import mxnet as mx
@@ -113,14 +119,55 @@ def int8_check():
         x = mx.nd.array(rng.uniform(0, 1, (8, 3, 16, 16)))
 
         def run(s, a, b):
-            return s.bind(mx.cpu(), dict(a, data=x), aux_states=b).forward()[0].asnumpy().astype(np.float64)
+            return s_run(s, a, b, x)
         ref, got = run(sym, args, aux), run(qsym, qarg, qaux)
     except mx.base.MXNetError as exc:
         from gluonface.precision import _mx_error_line
         return False, f"INT8 kernels do not run: {_mx_error_line(exc)}"
     cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    _PROBE["int8"] = (qsym, dict(qarg, **qaux), lambda pixels: s_run(sym, args, aux, pixels))
     return bool(cos.min() >= INT8_PROBE_MIN_COSINE), \
         f"min cosine {cos.min():.4f} to float32 (bar {INT8_PROBE_MIN_COSINE}) on a calibrated probe network"
+
+
+_PROBE = {}   # int8_check's quantised probe network, for int8_runner_check
+
+
+def int8_runner_check():
+    """(status, detail): gluonface's INT8 runner (``gluonface.ops.int8net``) on int8_check's probe network,
+    every instruction-set path this CPU runs against the others (same bytes) and against float32.
+
+    status: 'ok', 'warn' (not built: INT8 models run on MXNet), 'fail' (wrong numbers or paths that differ).
+    """
+    from gluonface.ops import int8net
+    ok, why = int8net.available()
+    if not ok:
+        return "warn", f"INT8 models run on MXNet only: {why}"
+    if "int8" not in _PROBE:
+        int8_check()
+    if "int8" not in _PROBE:
+        return "warn", "no INT8 probe network (MXNet's INT8 kernels do not run here)"
+    qsym, params, float32 = _PROBE["int8"]
+    # The probe was calibrated on inputs in [0, 1]: pixels 0 and 1 are values the runner and float32 share.
+    pixels = np.random.default_rng(1).integers(0, 2, (8, 3, 16, 16), dtype=np.uint8)
+    net = int8net.Int8Net(qsym, params, (3, 16, 16))
+    outs = {}
+    try:
+        for isa in int8net.supported_isas():
+            int8net.set_isa(isa)
+            outs[isa] = net(pixels)
+    finally:
+        int8net.set_isa(None)
+    differ = [isa for isa, o in outs.items() if not np.array_equal(o, outs["generic"])]
+    if differ:
+        return "fail", f"the {', '.join(differ)} path(s) give other numbers than the portable one"
+    ref, got = float32(pixels), outs["generic"].astype(np.float64)
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    if cos.min() < INT8_PROBE_MIN_COSINE:
+        return "fail", f"min cosine {cos.min():.4f} to float32 (bar {INT8_PROBE_MIN_COSINE}) on the probe network"
+    return "ok", f"{int8net.isa()} path (this CPU runs {', '.join(outs)}; all give the same bytes; min cosine " \
+                 f"{cos.min():.4f} to float32) from " \
+                 f"{int8net.library_path()}"
 
 
 _BACKBONE_CHILD = textwrap.dedent("""

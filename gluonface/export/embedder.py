@@ -9,10 +9,17 @@ Backends. A float32 model runs on MXNet (the folded symbol, bound once per batch
 depends on the network, the batch size and the CPU (see bench/results/export.md), so ``backend="auto"``
 (the default on a CPU) keeps both, checks that they agree, times each on the caller's own first batches of
 a batch class (1..8 images, more than 8) and then runs that class on the faster one. ``backend_report()``
-says which runs and what was measured; ``gluonface eval`` writes it to eval.json. INT8 symbols run on MXNet
-only, ONNX files on onnxruntime only, GPU contexts on MXNet only. An INT8 symbol is fed uint8 images as they
-are (``quantize.uint8_input_form``, built in memory: no float32 copy and no input quantisation operator);
-``input_dtype`` says what a forward takes.
+says which runs and what was measured; ``gluonface eval`` writes it to eval.json. ONNX files run on
+onnxruntime only, GPU contexts on MXNet only.
+
+INT8 symbols run on MXNet or on gluonface's own INT8 runner (``backend="native"``, :mod:`gluonface.ops.int8net`:
+the whole network in one native call, VNNI where the CPU has it; 2.1x MXNet float32 at batch 1 where MXNet's
+INT8 reached 1.45x, bench/results/export.md). ``auto`` keeps both when the runner is built, runs the graph and
+agrees with MXNet's INT8 on the probe faces (cosine >= ``quantize.INT8_MIN_COSINE``: the two quantise weights
+differently, per channel and per tensor), and times them as above. On MXNet an INT8 symbol is fed uint8 images
+as they are (``quantize.uint8_input_form``, built in memory: no float32 copy and no input quantisation
+operator); the runner takes uint8 only and hands float input to MXNet. ``input_dtype`` says what a forward
+takes.
 
 MXNet's engine matters as much at small batches: ``gluonface eval``/``embed``/``export`` run MXNet's
 synchronous engine on the CPU (``gluonface.machine.use_inference_engine``: 5x less time per call at batch 1
@@ -52,6 +59,10 @@ def batch_class(n):
     return _SMALL if n <= SMALL_BATCH else _LARGE
 
 
+def _takes_uint8(forward):
+    return np.dtype(getattr(forward, "input_dtype", np.float32)) == np.uint8
+
+
 class AutoForward:
     """Runs each batch class on the fastest of equivalent forwards, timed on the caller's own batches.
 
@@ -69,16 +80,27 @@ class AutoForward:
         self.choice = {}      # class -> name
         self.measured = {}    # class -> {name: ms per image}
 
+    @property
+    def input_dtype(self):
+        """uint8 when some candidate takes uint8 pixels as they are (the others get a float32 copy), else float32."""
+        return np.dtype(np.uint8) if any(_takes_uint8(f) for f in self.candidates.values()) else np.dtype(np.float32)
+
+    def _run(self, name, x):
+        f = self.candidates[name]
+        if x.dtype == np.uint8 and not _takes_uint8(f):
+            x = x.astype(np.float32)
+        return f(x)
+
     def __call__(self, x):
         cls = _SMALL if len(x) <= SMALL_BATCH else _LARGE
         name = self.choice.get(cls)
         if name is not None:
-            return self.candidates[name](x)
+            return self._run(name, x)
         samples = self.samples.setdefault(cls, {n: [] for n in self.candidates})
         per = self.warmup + self.trials
         name = next(n for n, v in samples.items() if len(v) < per)
         start = self.clock()
-        out = self.candidates[name](x)
+        out = self._run(name, x)
         samples[name].append((self.clock() - start) / max(len(x), 1))
         if all(len(v) >= per for v in samples.values()):
             ms = {n: 1e3 * float(np.median(v[self.warmup:])) for n, v in samples.items()}
@@ -231,6 +253,50 @@ def _uint8_fed(sym, params, ctx, forward, probe, reference):
     return either
 
 
+def native_threads(threads):
+    """Threads of the native INT8 runner: ``threads``, else ``OMP_NUM_THREADS``, else every core."""
+    return _ort_threads(threads) or os.cpu_count() or 1
+
+
+def _native_int8(forward, sym, params, size, info, threads):
+    """``(f, "")``: the INT8 graph on gluonface's native runner (uint8 batches; float ones go to ``forward``, the
+    MXNet form); ``(None, why)`` when the runner is not built, does not run this graph, or disagrees with
+    ``forward`` on the probe faces, or when ``gluonface export`` found it below the float32 bar."""
+    from gluonface.export.quantize import INT8_MIN_COSINE
+    from gluonface.ops import int8net
+    checked = (info.get("checks") or {}).get("int8_native_vs_fp32_on_calibration")
+    if isinstance(checked, dict) and checked.get("passed") is False:
+        return None, f"`gluonface export` found its embeddings below the float32 bar ({checked.get('error', '')})"
+    try:
+        net = int8net.Int8Net(sym, params, (3,) + tuple(size))
+    except GluonFaceError as exc:
+        return None, str(exc).split("; fix:")[0]
+    pixels = probe_faces(size)
+    cos = row_cosines(net(pixels), forward(pixels))
+    if cos.min() < INT8_MIN_COSINE:
+        return None, f"its embeddings differ from MXNet's INT8 ones on the probe faces (min cosine {cos.min():.4f}, " \
+                     f"bar {INT8_MIN_COSINE})"
+    n_threads = native_threads(threads)
+
+    def native(x):
+        return net(x, threads=n_threads) if x.dtype == np.uint8 else forward(x)
+    native.input_dtype = np.dtype(np.uint8)
+    native.runner = net
+    return native, ""
+
+
+def probe_faces(size, n=4, seed=7):
+    """uint8 (n, 3, H, W) synthetic aligned faces for agreement checks: face statistics reach the calibrated
+    ranges as real faces do, where uniform noise would not."""
+    import cv2
+    from gluonface.data.synthetic import SynthSpec, render_image
+    spec = SynthSpec(identities=n, images_per_id=1, size=max(size), seed=seed)
+    faces = [np.ascontiguousarray(render_image(spec, i, 0)[0][:, :, ::-1]) for i in range(n)]
+    faces = [f if f.shape[:2] == tuple(size) else cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+             for f in faces]
+    return np.ascontiguousarray(np.stack(faces).transpose(0, 3, 1, 2))
+
+
 class FaceEmbedder:
     """Embedding inference over one exported model.
 
@@ -363,13 +429,17 @@ class FaceEmbedder:
         from gluonface.export.fold import fold_for_inference, lower_for_onednn
         ctx = ctx or mx.cpu()
         note = None
-        if backend != "mxnet" and (kind == "int8" or ctx.device_type != "cpu"):
-            why = ("INT8 symbols run on MXNet only" if kind == "int8" else
-                   f"onnxruntime runs here on the CPU only and the context is {ctx}")
-            if backend == "onnxruntime":
-                raise GluonFaceError(f"cannot run {source} on onnxruntime: {why}; fix: --backend auto or mxnet"
-                                     + (", or embed with the float32 PREFIX / its .onnx" if kind == "int8" else ""))
-            backend, note = "mxnet", why
+        if backend == "native" and (kind != "int8" or ctx.device_type != "cpu"):
+            raise GluonFaceError(f"cannot run {source} on gluonface's native runner: it runs INT8 symbols on the "
+                                 "CPU; fix: --backend auto or mxnet" + (", or export an INT8 model (`gluonface "
+                                                                       "export --int8`)" if kind != "int8" else ""))
+        if backend == "onnxruntime" and kind == "int8":
+            raise GluonFaceError(f"cannot run {source} on onnxruntime: INT8 symbols run on MXNet or gluonface's "
+                                 "native runner; fix: --backend auto, mxnet or native, or embed with the float32 "
+                                 "PREFIX / its .onnx")
+        if backend not in ("mxnet", "native") and ctx.device_type != "cpu":
+            backend, note = "mxnet", f"onnxruntime and the native runner run here on the CPU only and the " \
+                                     f"context is {ctx}"
         folded = None
         if kind != "int8":  # INT8 graphs come out of quantisation already fused
             folded = fold_for_inference(sym, params, {}, (1, 3) + size)
@@ -389,6 +459,8 @@ class FaceEmbedder:
                                  "gives wrong shapes), and check input_size in export.json") from exc
         if kind == "int8":
             forward = _uint8_fed(sym, params, ctx, forward, probe, reference)
+            if backend != "mxnet":
+                return cls._with_native(forward, sym, params, size, info, flip, source, backend, threads)
         if backend == "mxnet":
             return cls(forward, size, kind, info, flip, backend="mxnet", backend_note=note)
         try:
@@ -401,6 +473,20 @@ class FaceEmbedder:
             return cls(ort._forward, size, kind, info, flip, backend="onnxruntime", backend_note=ort.backend_note)
         return cls(AutoForward({"mxnet": forward, "onnxruntime": ort._forward}), size, kind, info, flip,
                    backend="auto", backend_note=ort.backend_note)
+
+    @classmethod
+    def _with_native(cls, forward, sym, params, size, info, flip, source, backend, threads):
+        """An INT8 embedder on the native runner (``native``) or on the faster of it and MXNet (``auto``)."""
+        native, why = _native_int8(forward, sym, params, size, info, threads)
+        if native is None:
+            if backend == "native":
+                raise GluonFaceError(f"cannot run {source} on gluonface's native INT8 runner: {why}; fix: "
+                                     "--backend auto or mxnet")
+            return cls(forward, size, "int8", info, flip, backend="mxnet",
+                       backend_note=f"native INT8 runner left out: {why}")
+        if backend == "native":
+            return cls(native, size, "int8", info, flip, backend="native")
+        return cls(AutoForward({"native": native, "mxnet": forward}), size, "int8", info, flip, backend="auto")
 
     def __call__(self, x):
         """Raw forward pass: (B, 3, H, W) float32 raw RGB -> (B, E) float32 (not normalised)."""

@@ -6,4 +6,5 @@ share them without importing one another, and the CLI lists the backends without
 """
 INPUT_NAME = "data"
 OUTPUT_NAME = "fc1"
-BACKENDS = ("auto", "mxnet", "onnxruntime")   # FaceEmbedder.from_path(backend=...), --backend
+BACKENDS = ("auto", "mxnet", "onnxruntime", "native")   # FaceEmbedder.from_path(backend=...), --backend
+# native: gluonface's own INT8 runner (gluonface.ops.int8net), for INT8 symbols on the CPU

@@ -141,10 +141,39 @@ def _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks,
     files.update(int8_symbol=q["symbol"], int8_params=q["params"])
     checks["int8_min_cosine_to_fp32"] = float(np.sum(_normed(forms["int8"](x)) * _normed(ref), axis=1).min())
     checks["int8_calibration"] = {"rec": str(calib), "images": int(len(images)), "mode": calib_mode}
+    native = _check_native_int8(qsym, dict(qarg, **qaux), input_size, images, forms["symbol"], checks)
     fp32_speed = throughput(forms["symbol"], input_size)
     int8_speed = throughput(forms["int8"], input_size)
     checks["speed_images_per_s"] = {"symbol_fp32": fp32_speed, "int8": int8_speed, "batch_size": 32,
                                     "int8_speedup": int8_speed / fp32_speed}
+    if native is not None:
+        native_speed = throughput(native, input_size)
+        checks["speed_images_per_s"].update(int8_native=native_speed, int8_native_speedup=native_speed / fp32_speed)
+
+
+def _check_native_int8(qsym, qparams, input_size, images, fp32_forward, checks):
+    """The INT8 graph on gluonface's native runner against float32 on the calibration images, recorded in
+    ``checks`` (``FaceEmbedder`` does not use the runner for a model that failed here); returns its forward
+    (uint8 batches) when it passed, else None. A graph the runner does not run is noted, not an error."""
+    from gluonface.export.embedder import native_threads
+    from gluonface.export.quantize import check_against_float32
+    from gluonface.ops import int8net
+    threads = native_threads(None)
+    try:
+        net = int8net.Int8Net(qsym, qparams, (3,) + tuple(input_size))
+    except GluonFaceError as exc:
+        checks["int8_native_vs_fp32_on_calibration"] = {"skipped": str(exc).split("; fix:")[0]}
+        return None
+
+    def native(x):
+        return net(np.ascontiguousarray(np.rint(x), dtype=np.uint8) if x.dtype != np.uint8 else x, threads=threads)
+    try:
+        report = check_against_float32(native, fp32_forward, images)
+    except GluonFaceError as exc:
+        checks["int8_native_vs_fp32_on_calibration"] = {"passed": False, "error": str(exc).split(";")[0]}
+        return None
+    checks["int8_native_vs_fp32_on_calibration"] = dict(report, passed=True, isa=int8net.isa())
+    return native
 
 
 def _verify_forms(forms, pairs, input_size, batch_size, progress):

@@ -213,21 +213,28 @@ def test_int8_falls_back_to_the_next_graph_and_keeps_nothing_below_the_bar(expor
     assert not [f for f in os.listdir(tmp_path / "b") if "int8" in f]
 
 
+def _module_output(prefix, pixels):
+    """Plain MXNet Module's output of the checkpoint ``prefix`` for uint8 ``pixels`` given as float32."""
+    sym, arg, aux = mx.model.load_checkpoint(prefix, 0)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=[("data", pixels.shape)], for_training=False)
+    mod.set_params(arg, aux)
+    mod.forward(mx.io.DataBatch([mx.nd.array(pixels.astype(np.float32))]), is_train=False)
+    want = mod.get_outputs()[0].asnumpy()
+    return want
+
+
 def test_int8_takes_uint8_pixels(exported):
     """An INT8 model on MXNet is fed uint8 images as they are (no float32 copy, no input quantisation
     operator) and gives, bit for bit, what plain MXNet's Module gives for the same pixels as float32."""
     from gluonface.export.quantize import uint8_input_form
     root, _, _, _ = exported
     prefix = str(root / "out" / "model-int8")
-    q = FaceEmbedder.from_path(prefix)
+    q = FaceEmbedder.from_path(prefix, backend="mxnet")
     assert q.input_dtype == np.uint8
     sym, arg, aux = mx.model.load_checkpoint(prefix, 0)
     pixels = np.random.default_rng(5).integers(0, 256, (3, 3, 112, 112), dtype=np.uint8)
-    mod = mx.mod.Module(sym, data_names=["data"], label_names=None, context=mx.cpu())
-    mod.bind(data_shapes=[("data", pixels.shape)], for_training=False)
-    mod.set_params(arg, aux)
-    mod.forward(mx.io.DataBatch([mx.nd.array(pixels.astype(np.float32))]), is_train=False)
-    want = mod.get_outputs()[0].asnumpy()
+    want = _module_output(prefix, pixels)
     got = q(pixels)
     np.testing.assert_array_equal(got, want)
     q(pixels[::-1].copy())   # every call returns its own array: the next batch does not overwrite this one
@@ -248,3 +255,33 @@ def test_int8_takes_uint8_pixels(exported):
         if n["op"] == "_contrib_quantize_v2":
             n["attrs"]["max_calib_range"] = "1.000000"
     assert uint8_input_form(mx.sym.load_json(json.dumps(head)), dict(arg, **aux)) is None
+
+
+def test_int8_runs_on_the_native_runner(exported):
+    """``auto`` keeps gluonface's INT8 runner beside MXNet's INT8 executor; the runner's embeddings are within
+    the INT8 bar of plain MXNet Module's and of float32, float input still goes to MXNet, and export.json
+    records the runner's own check against float32 on the calibration faces."""
+    from gluonface.export.quantize import INT8_MIN_COSINE
+    root, _, _, meta = exported
+    prefix = str(root / "out" / "model-int8")
+    check = meta["checks"]["int8_native_vs_fp32_on_calibration"]
+    assert check["passed"] and check["min_cosine"] >= INT8_MIN_COSINE and check["images"] > 0
+    assert meta["checks"]["speed_images_per_s"]["int8_native"] > 0
+    native = FaceEmbedder.from_path(prefix, backend="native")
+    assert native.backend == "native" and native.input_dtype == np.uint8
+    pixels = np.random.default_rng(6).integers(0, 256, (5, 3, 112, 112), dtype=np.uint8)
+    want = _module_output(prefix, pixels)
+    fp32 = FaceEmbedder.from_path(str(root / "out" / "model"), backend="mxnet")(pixels.astype(np.float32))
+    got = native(pixels)
+    cos = lambda a, b: np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)  # noqa: E731
+    assert cos(got, want).min() >= INT8_MIN_COSINE and cos(got, fp32).min() >= INT8_MIN_COSINE
+    np.testing.assert_array_equal(native(pixels.astype(np.float32)), want)   # float pixels: MXNet's graph
+    auto = FaceEmbedder.from_path(prefix)
+    assert auto.backend == "auto" and auto.backend_report()["candidates"] == ["mxnet", "native"]
+    for _ in range(12):   # enough calls to time both candidates on the small batch class
+        e = auto.embed(pixels[:2].transpose(0, 2, 3, 1), flip=False)
+    assert auto.backend_report()["runs"]["1-8"] in ("mxnet", "native") and e.shape == (2, want.shape[1])
+    with pytest.raises(GluonFaceError, match="runs INT8 symbols on the CPU.*fix:.*--int8"):
+        FaceEmbedder.from_path(str(root / "out" / "model"), backend="native")
+    with pytest.raises(GluonFaceError, match="INT8 symbols run on MXNet or gluonface's native runner"):
+        FaceEmbedder.from_path(prefix, backend="onnxruntime")

@@ -1,0 +1,131 @@
+// Code every instruction-set file of the INT8 runner compiles with its own -m flags: the scalar epilogue
+// (the reference sequence of net.h), the depthwise kernel and the portable dense kernel. The compiler
+// vectorises the loops over channels for each instruction set; -ffp-contract=off keeps every path's float32
+// arithmetic the same (no fused multiply-adds), so all paths give the same bytes.
+#ifndef GLUONFACE_INT8_COMMON_H_
+#define GLUONFACE_INT8_COMMON_H_
+
+#include <cstring>
+
+#include "net.h"
+
+namespace gfi8 {
+namespace {
+
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: (v + m) - m rounds |v| < 2^22 half to even
+
+inline float round_clamped(float v) {
+  v = v < -512.0f ? -512.0f : (v > 512.0f ? 512.0f : v);
+  return (v + kRoundMagic) - kRoundMagic;
+}
+
+inline int clamp_u8(int q) { return q < 0 ? 0 : (q > 255 ? 255 : q); }
+
+// The epilogue of net.h on `n` channels of one pixel: acc[0..n) -> out (uint8) or out_f (float).
+template <bool kRelu, bool kSum, bool kPost>
+inline void epilogue_row(const int32_t* acc, int n, const Epilogue& ep, const uint8_t* sum_px, uint8_t* out,
+                         float* out_f) {
+  if (out_f) {
+    for (int o = 0; o < n; ++o) {
+      float r = static_cast<float>(acc[o] - ep.comp[o]) * ep.mul[o];
+      out_f[o] = r + ep.bias[o];
+    }
+    return;
+  }
+  for (int o = 0; o < n; ++o) {
+    float r = static_cast<float>(acc[o] - ep.comp[o]) * ep.mul[o];
+    r = r + ep.bias[o];
+    if (kRelu) r = r > 0.0f ? r : 0.0f;
+    if (kSum) r = r + static_cast<float>(static_cast<int>(sum_px[o]) - ep.z_sum) * ep.sum_mul;
+    if (kPost) r = r > 0.0f ? r : 0.0f;
+    const float v = round_clamped(r * ep.s_out);
+    out[o] = static_cast<uint8_t>(clamp_u8(static_cast<int>(v) + ep.z_out));
+  }
+}
+
+inline void epilogue(const int32_t* acc, int n, const Epilogue& ep, const uint8_t* sum_px, uint8_t* out,
+                     float* out_f) {
+  const int k = (ep.relu ? 1 : 0) | (ep.sum ? 2 : 0) | (ep.post_relu ? 4 : 0);
+  switch (k) {
+    case 0: epilogue_row<false, false, false>(acc, n, ep, sum_px, out, out_f); break;
+    case 1: epilogue_row<true, false, false>(acc, n, ep, sum_px, out, out_f); break;
+    case 2: epilogue_row<false, true, false>(acc, n, ep, sum_px, out, out_f); break;
+    case 3: epilogue_row<true, true, false>(acc, n, ep, sum_px, out, out_f); break;
+    case 4: epilogue_row<false, false, true>(acc, n, ep, sum_px, out, out_f); break;
+    case 5: epilogue_row<true, false, true>(acc, n, ep, sum_px, out, out_f); break;
+    case 6: epilogue_row<false, true, true>(acc, n, ep, sum_px, out, out_f); break;
+    default: epilogue_row<true, true, true>(acc, n, ep, sum_px, out, out_f); break;
+  }
+}
+
+// Depthwise convolution, one image: channels are contiguous in both tensors, so the loops over channels
+// vectorise. Weights: int32 [kh * kw][c16] with c16 = channels rounded up to 16.
+inline void depthwise_impl(const ConvCall& c) {
+  alignas(64) int32_t acc[kMaxChannels];
+  const int32_t* w = static_cast<const int32_t*>(c.weights);
+  const int c16 = (c.oc + 15) / 16 * 16;
+  for (int oy = 0; oy < c.oh; ++oy) {
+    for (int ox = 0; ox < c.ow; ++ox) {
+      for (int o = 0; o < c.oc; ++o) acc[o] = 0;
+      for (int ky = 0; ky < c.kh; ++ky) {
+        const uint8_t* row = c.in + (oy * c.sh - c.ph + ky) * c.in_row;
+        for (int kx = 0; kx < c.kw; ++kx) {
+          const uint8_t* px = row + (ox * c.sw - c.pw + kx) * c.in_cs;
+          const int32_t* wk = w + (ky * c.kw + kx) * c16;
+          for (int o = 0; o < c.oc; ++o) acc[o] += wk[o] * static_cast<int32_t>(px[o]);
+        }
+      }
+      const uint8_t* sum_px = c.sum_in ? c.sum_in + oy * c.sum_row + ox * c.sum_cs : nullptr;
+      uint8_t* out = c.out ? c.out + oy * c.out_row + ox * c.out_cs : nullptr;
+      float* out_f = c.out_f ? c.out_f + (oy * c.ow + ox) * c.oc : nullptr;
+      epilogue(acc, c.oc, c.ep, sum_px, out, out_f);
+    }
+  }
+}
+
+// Portable dense convolution on the natural weight layout [oc][kh][kw][ic4 * 4] (the reference path).
+inline size_t natural_pack_bytes(int oc, int kh, int kw, int ic) {
+  return static_cast<size_t>(oc) * kh * kw * ((ic + 3) / 4 * 4);
+}
+
+inline void natural_pack(const int8_t* w, int oc, int kh, int kw, int ic, void* dst) {
+  const int icp = (ic + 3) / 4 * 4;
+  int8_t* d = static_cast<int8_t*>(dst);
+  std::memset(d, 0, natural_pack_bytes(oc, kh, kw, ic));
+  for (int o = 0; o < oc; ++o)
+    for (int t = 0; t < kh * kw; ++t)
+      for (int i = 0; i < ic; ++i) d[(static_cast<size_t>(o) * kh * kw + t) * icp + i] = w[(o * kh * kw + t) * ic + i];
+}
+
+inline void natural_dense(const ConvCall& c) {
+  alignas(64) int32_t acc[kMaxChannels];
+  const int8_t* w = static_cast<const int8_t*>(c.weights);
+  const int icp = (c.ic + 3) / 4 * 4;
+  const size_t per_o = static_cast<size_t>(c.kh) * c.kw * icp;
+  for (int oy = 0; oy < c.oh; ++oy) {
+    for (int ox = 0; ox < c.ow; ++ox) {
+      for (int o = 0; o < c.oc; ++o) {
+        int32_t a = 0;
+        const int8_t* wo = w + o * per_o;
+        for (int ky = 0; ky < c.kh; ++ky) {
+          const uint8_t* row = c.in + (oy * c.sh - c.ph + ky) * c.in_row;
+          for (int kx = 0; kx < c.kw; ++kx) {
+            const uint8_t* px = row + (ox * c.sw - c.pw + kx) * c.in_cs;
+            const int8_t* wk = wo + (ky * c.kw + kx) * icp;
+            for (int i = 0; i < icp; ++i) a += static_cast<int32_t>(wk[i]) * static_cast<int32_t>(px[i]);
+          }
+        }
+        acc[o] = a;
+      }
+      const uint8_t* sum_px = c.sum_in ? c.sum_in + oy * c.sum_row + ox * c.sum_cs : nullptr;
+      uint8_t* out = c.out ? c.out + oy * c.out_row + ox * c.out_cs : nullptr;
+      float* out_f = c.out_f ? c.out_f + (oy * c.ow + ox) * c.oc : nullptr;
+      epilogue(acc, c.oc, c.ep, sum_px, out, out_f);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace gfi8
+
+#endif  // GLUONFACE_INT8_COMMON_H_
