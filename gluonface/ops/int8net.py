@@ -62,7 +62,7 @@ def load_library():
     lib.gfi8_tensor.restype, lib.gfi8_tensor.argtypes = i, [p, i, i, i, i]
     lib.gfi8_input.restype, lib.gfi8_input.argtypes = i, [p, p, i]
     lib.gfi8_layer.restype = i
-    lib.gfi8_layer.argtypes = [p, i, i, i, i, i, i, i, i, i, i, i, p, p, p, p, i, i, f, f, i, i]
+    lib.gfi8_layer.argtypes = [p, i, i, i, i, i, i, i, i, i, i, i, p, p, p, p, i, i, p, f, f, i, i]
     lib.gfi8_finalize.restype, lib.gfi8_finalize.argtypes = i, [p]
     lib.gfi8_out_dim.restype, lib.gfi8_out_dim.argtypes = i, [p]
     lib.gfi8_run.restype, lib.gfi8_run.argtypes = i, [p, p, i, i, p, i]
@@ -214,6 +214,39 @@ class Int8Net:
         heads = [tuple(e[:2]) for e in self.graph["heads"]]
         if len(heads) != 1 or entries.get(heads[0]) != ("float",):
             raise Unsupported("the graph's output is not a float fully connected layer (the embedding)")
+        self._fuse_prelu()
+
+    def _fuse_prelu(self):
+        """gluonface's export writes PReLU as two depthwise 1x1 convolutions (``fold._lower_prelu``: MXNet's
+        INT8 path has no per-channel PReLU): ``a = relu(-x)``, then ``y = x + (1 - alpha) * a``. Both become the
+        producer of ``x`` applying ``alpha`` itself, before it quantises: two tensor passes and two roundings
+        fewer, and ``x`` and ``a`` are never stored (they have no other readers)."""
+        def pointwise(L, relu, with_sum):
+            return (L["depthwise"] and L["kernel"] == (1, 1) and L["stride"] == (1, 1) and L["pad"] == (0, 0)
+                    and L["relu"] == relu and (L["sum"] >= 0) == with_sum and not L["post_relu"]
+                    and L["slope"] is None and L["float_weights"] is not None and not L["float_bias"].any())
+        while True:
+            producer = {L["out"]: i for i, L in enumerate(self.layers) if L["out"] >= 0}
+            readers = {}
+            for i, L in enumerate(self.layers):
+                for t in {L["in"], L["sum"]} - {-1}:
+                    readers.setdefault(t, []).append(i)
+            for j, N in enumerate(self.layers):
+                if not pointwise(N, relu=False, with_sum=True):
+                    continue
+                i, p = producer.get(N["in"]), producer.get(N["sum"])
+                if i is None or p is None or not pointwise(self.layers[i], relu=True, with_sum=False):
+                    continue
+                M, P = self.layers[i], self.layers[p]
+                if (M["in"] != N["sum"] or not np.all(M["float_weights"] == -1) or readers[N["in"]] != [j]
+                        or sorted(readers[N["sum"]]) != sorted([i, j]) or P["slope"] is not None):
+                    continue
+                P["slope"] = (1.0 - N["float_weights"][:, 0]).astype(np.float32)
+                P["out"], P["s_out"] = N["out"], N["s_out"]
+                del self.layers[max(i, j)], self.layers[min(i, j)]
+                break
+            else:
+                return
 
     def _input_quantisation(self, node, src):
         """The graph's input quantisation (after its pixel normalisation, if any) as a 256-entry table."""
@@ -293,7 +326,8 @@ class Int8Net:
             weight, depthwise = full, False
         q, s_w = quantize_weights(weight)
         q = q[:, 0] if depthwise else q.transpose(0, 2, 3, 1)          # [o][kh][kw] / [o][kh][kw][i]
-        self._add_layer(depthwise, t_in, t_out, t_sum, kernel, stride, pad, q, s_w, bias, with_act, post_act)
+        self._add_layer(depthwise, t_in, t_out, t_sum, kernel, stride, pad, q, s_w, bias, with_act, post_act,
+                        weight_f=weight.reshape(len(weight), -1) if depthwise else None)
         return t_out
 
     def _dense(self, node, ins, entries):
@@ -344,7 +378,8 @@ class Int8Net:
             raise Unsupported(f"{node['name']}: int8 {what} without its range")
         return float(np.ravel(self.params[lo_name])[0]), float(np.ravel(self.params[hi_name])[0])
 
-    def _add_layer(self, depthwise, t_in, t_out, t_sum, kernel, stride, pad, q, s_w, bias, relu, post_relu):
+    def _add_layer(self, depthwise, t_in, t_out, t_sum, kernel, stride, pad, q, s_w, bias, relu, post_relu,
+                   weight_f=None):
         ti = self.tensors[t_in]
         terms = int(np.prod(q.shape[1:]))
         if terms * 255 * 127 > 2 ** 31 - 1 or len(q) > 4096:   # int32 sums stay exact; kMaxChannels in net.h
@@ -353,7 +388,9 @@ class Int8Net:
         z_in = ti["z"]
         comp = (z_in * q.reshape(len(q), -1).astype(np.int64).sum(axis=1)).astype(np.int32)
         mul = (1.0 / (ti["scale"] * s_w)).astype(np.float32)
-        layer = {"depthwise": bool(depthwise), "in": t_in, "out": t_out, "sum": t_sum,
+        layer = {"depthwise": bool(depthwise), "in": t_in, "out": t_out, "sum": t_sum, "slope": None,
+                 "float_weights": np.asarray(weight_f, np.float64) if weight_f is not None else None,
+                 "float_bias": np.asarray(bias, np.float64),
                  "kernel": tuple(kernel), "stride": tuple(stride), "pad": tuple(pad),
                  "weights": np.ascontiguousarray(q, np.int8), "comp": comp, "mul": mul,
                  "bias": np.asarray(bias, np.float32), "relu": bool(relu), "post_relu": bool(post_relu),
@@ -378,7 +415,8 @@ class Int8Net:
                 code = lib.gfi8_layer(
                     handle, int(L["depthwise"]), L["in"], L["out"], L["sum"], *L["kernel"], *L["stride"], *L["pad"],
                     len(L["weights"]), L["weights"].ctypes.data, L["comp"].ctypes.data, L["mul"].ctypes.data,
-                    L["bias"].ctypes.data, int(L["relu"]), int(L["post_relu"]), float(L["sum_mul"]),
+                    L["bias"].ctypes.data, int(L["relu"]), int(L["post_relu"]),
+                    None if L["slope"] is None else L["slope"].ctypes.data, float(L["sum_mul"]),
                     float(L["s_out"]), *out_hw)
                 if code < 0:
                     raise Unsupported(f"layer {i} refused by the runner (code {code})")

@@ -25,6 +25,10 @@ def _float_net():
     h = mx.sym.Activation(mx.sym.Convolution(h, kernel=(3, 3), pad=(1, 1), num_filter=20, name="c1"), act_type="relu")
     h = mx.sym.Convolution(h, kernel=(3, 3), stride=(2, 2), pad=(1, 1), num_filter=33, name="c2")
     h = mx.sym.BatchNorm(h, fix_gamma=False, eps=2e-5, name="bn")   # fused into c2 by MXNet's quantiser
+    # PReLU as gluonface's export writes it (fold._lower_prelu), which the runner fuses back into c2
+    dw = dict(kernel=(1, 1), num_filter=33, num_group=33, no_bias=True)
+    neg = mx.sym.Activation(mx.sym.Convolution(h, name="prelu_neg", **dw), act_type="relu")
+    h = h + mx.sym.Convolution(neg, name="prelu_negpart", **dw)
     a = mx.sym.Convolution(h, kernel=(3, 3), pad=(1, 1), num_filter=33, num_group=33, name="dw")
     b = mx.sym.Convolution(h, kernel=(1, 1), num_filter=33, name="c3")
     h = mx.sym.Activation(b + a, act_type="relu")
@@ -40,6 +44,8 @@ def quantised():
     shapes, _, _ = sym.infer_shape(data=(1,) + SHAPE)
     args = {n: mx.nd.array(rng.normal(0, 0.2 if n.endswith("weight") else 0.5, s).astype(np.float32))
             for n, s in zip(sym.list_arguments(), shapes) if n != "data"}
+    args["prelu_neg_weight"] = mx.nd.full((33, 1, 1, 1), -1.0)
+    args["prelu_negpart_weight"] = mx.nd.array(1 - rng.uniform(0.05, 0.4, (33, 1, 1, 1)))
     args["pool_weight"] = mx.nd.full((3, 1, 2, 2), 0.25 / 128)
     args["pool_bias"] = mx.nd.full((3,), -127.5 / 128)
     aux = {"bn_moving_mean": mx.nd.array(rng.normal(0, 0.3, 33)), "bn_moving_var": mx.nd.array(rng.uniform(0.5, 2, 33))}
@@ -81,6 +87,8 @@ def oracle(net, x):
             r = r + (t[L["sum"]] - net.tensors[L["sum"]]["z"]).astype(np.float32) * L["sum_mul"]
         if L["post_relu"]:
             r = np.maximum(r, np.float32(0))
+        if L["slope"] is not None:
+            r = np.where(r > 0, r, r * L["slope"])
         v = np.clip(r * L["s_out"], np.float32(-512), np.float32(512))
         t[L["out"]] = np.clip(np.rint(v).astype(np.int64) + net.tensors[L["out"]]["z"], 0, 255)
     raise AssertionError("no float output layer")
@@ -102,6 +110,7 @@ def test_every_path_equals_the_numpy_plan_byte_for_byte(quantised, every_path):
     net = int8net.Int8Net(qsym, qparams, SHAPE)
     kinds = [(L["depthwise"], L["relu"], L["sum"] >= 0, L["post_relu"]) for L in net.layers]
     assert (True, False, False, False) in kinds                          # the depthwise kernel ran
+    assert sum(L["slope"] is not None for L in net.layers) == 1 and len(net.layers) == 8   # PReLU fused
     assert any(k[2] and not k[3] for k in kinds) and any(k[2] and k[3] for k in kinds)   # sums, relu after
     assert net.layers[0]["weights"].shape == (3, 2, 2, 3)               # RGB pooling as a dense layer
     x = np.random.default_rng(1).integers(0, 256, (5,) + SHAPE, dtype=np.uint8)

@@ -22,7 +22,7 @@ inline float round_clamped(float v) {
 inline int clamp_u8(int q) { return q < 0 ? 0 : (q > 255 ? 255 : q); }
 
 // The epilogue of net.h on `n` channels of one pixel: acc[0..n) -> out (uint8) or out_f (float).
-template <bool kRelu, bool kSum, bool kPost>
+template <bool kRelu, bool kSum, bool kPost, bool kPrelu>
 inline void epilogue_row(const int32_t* acc, int n, const Epilogue& ep, const uint8_t* sum_px, uint8_t* out,
                          float* out_f) {
   if (out_f) {
@@ -38,6 +38,7 @@ inline void epilogue_row(const int32_t* acc, int n, const Epilogue& ep, const ui
     if (kRelu) r = r > 0.0f ? r : 0.0f;
     if (kSum) r = r + static_cast<float>(static_cast<int>(sum_px[o]) - ep.z_sum) * ep.sum_mul;
     if (kPost) r = r > 0.0f ? r : 0.0f;
+    if (kPrelu) r = r > 0.0f ? r : r * ep.slope[o];
     const float v = round_clamped(r * ep.s_out);
     out[o] = static_cast<uint8_t>(clamp_u8(static_cast<int>(v) + ep.z_out));
   }
@@ -45,16 +46,16 @@ inline void epilogue_row(const int32_t* acc, int n, const Epilogue& ep, const ui
 
 inline void epilogue(const int32_t* acc, int n, const Epilogue& ep, const uint8_t* sum_px, uint8_t* out,
                      float* out_f) {
-  const int k = (ep.relu ? 1 : 0) | (ep.sum ? 2 : 0) | (ep.post_relu ? 4 : 0);
+  const int k = (ep.relu ? 1 : 0) | (ep.sum ? 2 : 0) | (ep.post_relu ? 4 : 0) | (ep.slope ? 8 : 0);
   switch (k) {
-    case 0: epilogue_row<false, false, false>(acc, n, ep, sum_px, out, out_f); break;
-    case 1: epilogue_row<true, false, false>(acc, n, ep, sum_px, out, out_f); break;
-    case 2: epilogue_row<false, true, false>(acc, n, ep, sum_px, out, out_f); break;
-    case 3: epilogue_row<true, true, false>(acc, n, ep, sum_px, out, out_f); break;
-    case 4: epilogue_row<false, false, true>(acc, n, ep, sum_px, out, out_f); break;
-    case 5: epilogue_row<true, false, true>(acc, n, ep, sum_px, out, out_f); break;
-    case 6: epilogue_row<false, true, true>(acc, n, ep, sum_px, out, out_f); break;
-    default: epilogue_row<true, true, true>(acc, n, ep, sum_px, out, out_f); break;
+#define GFI8_CASE(K)                                                                                     \
+  case K:                                                                                                \
+    epilogue_row<(K & 1) != 0, (K & 2) != 0, (K & 4) != 0, (K & 8) != 0>(acc, n, ep, sum_px, out, out_f); \
+    break;
+    GFI8_CASE(0) GFI8_CASE(1) GFI8_CASE(2) GFI8_CASE(3) GFI8_CASE(4) GFI8_CASE(5) GFI8_CASE(6) GFI8_CASE(7)
+    GFI8_CASE(8) GFI8_CASE(9) GFI8_CASE(10) GFI8_CASE(11) GFI8_CASE(12) GFI8_CASE(13) GFI8_CASE(14)
+    default: GFI8_CASE(15)
+#undef GFI8_CASE
   }
 }
 

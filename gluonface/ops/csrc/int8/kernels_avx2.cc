@@ -35,7 +35,7 @@ void pack(const int8_t* w, int oc, int kh, int kw, int ic, void* dst) {
 
 struct Half {   // one 8-channel half block's epilogue constants
   __m256i comp;
-  __m256 mul, bias;
+  __m256 mul, bias, slope;
   int valid;    // channels of the 8 that exist
 };
 
@@ -50,6 +50,7 @@ inline void finish(__m256i acc, const Half& h, const Epilogue& ep, int c0, const
     e.comp += c0;
     e.mul += c0;
     e.bias += c0;
+    if (e.slope) e.slope += c0;
     epilogue(a, h.valid, e, sum_px, out, out_f);
     return;
   }
@@ -67,6 +68,7 @@ inline void finish(__m256i acc, const Half& h, const Epilogue& ep, int c0, const
     r = _mm256_add_ps(r, _mm256_mul_ps(sf, _mm256_set1_ps(ep.sum_mul)));
   }
   if (ep.post_relu) r = _mm256_max_ps(r, zero);
+  if (ep.slope) r = _mm256_blendv_ps(r, _mm256_mul_ps(r, h.slope), _mm256_cmp_ps(r, zero, _CMP_LE_OQ));
   __m256 v = _mm256_mul_ps(r, _mm256_set1_ps(ep.s_out));
   v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-512.0f)), _mm256_set1_ps(512.0f));
   __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(ep.z_out));  // nearest even
@@ -93,8 +95,10 @@ void pixels(const ConvCall& c, const int16_t* wb, int ic4, int oy, int ox0, int 
         for (int p = 0; p < NP; ++p) {
           const __m256i x = _mm256_set1_epi32(load32(px + p * step + i * 4));
           const __m256i xe = _mm256_and_si256(x, low), xo = _mm256_srli_epi16(x, 8);
-          acc[p][0] = _mm256_add_epi32(acc[p][0], _mm256_add_epi32(_mm256_madd_epi16(xe, w0e), _mm256_madd_epi16(xo, w0o)));
-          acc[p][1] = _mm256_add_epi32(acc[p][1], _mm256_add_epi32(_mm256_madd_epi16(xe, w1e), _mm256_madd_epi16(xo, w1o)));
+          const __m256i s0 = _mm256_add_epi32(_mm256_madd_epi16(xe, w0e), _mm256_madd_epi16(xo, w0o));
+          const __m256i s1 = _mm256_add_epi32(_mm256_madd_epi16(xe, w1e), _mm256_madd_epi16(xo, w1o));
+          acc[p][0] = _mm256_add_epi32(acc[p][0], s0);
+          acc[p][1] = _mm256_add_epi32(acc[p][1], s1);
         }
       }
     }
@@ -124,6 +128,7 @@ void dense(const ConvCall& c) {
       h[k].comp = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.ep.comp + c0));  // padded to 16
       h[k].mul = _mm256_loadu_ps(c.ep.mul + c0);
       h[k].bias = _mm256_loadu_ps(c.ep.bias + c0);
+      h[k].slope = c.ep.slope ? _mm256_loadu_ps(c.ep.slope + c0) : _mm256_setzero_ps();
     }
     const int16_t* wb = static_cast<const int16_t*>(c.weights) + b * wblock;
     for (int oy = 0; oy < c.oh; ++oy) {
@@ -150,6 +155,7 @@ void depthwise(const ConvCall& c) {
     h.comp = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.ep.comp + c0));
     h.mul = _mm256_loadu_ps(c.ep.mul + c0);
     h.bias = _mm256_loadu_ps(c.ep.bias + c0);
+    h.slope = c.ep.slope ? _mm256_loadu_ps(c.ep.slope + c0) : _mm256_setzero_ps();
     for (int oy = 0; oy < c.oh; ++oy) {
       for (int ox = 0; ox < c.ow; ++ox) {
         __m256i acc = _mm256_setzero_si256();

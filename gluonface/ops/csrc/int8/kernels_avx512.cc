@@ -32,7 +32,7 @@ void pack(const int8_t* w, int oc, int kh, int kw, int ic, void* dst) {
 
 struct Lanes {   // one 16-channel block's epilogue constants
   __m512i comp;
-  __m512 mul, bias;
+  __m512 mul, bias, slope;
   __mmask16 mask;
 };
 
@@ -53,6 +53,7 @@ inline void finish(__m512i acc, const Lanes& l, const Epilogue& ep, const uint8_
     r = _mm512_add_ps(r, _mm512_mul_ps(sf, _mm512_set1_ps(ep.sum_mul)));
   }
   if (ep.post_relu) r = _mm512_max_ps(r, zero);
+  if (ep.slope) r = _mm512_mask_mul_ps(r, _mm512_cmp_ps_mask(r, zero, _CMP_LE_OQ), r, l.slope);
   __m512 v = _mm512_mul_ps(r, _mm512_set1_ps(ep.s_out));
   v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-512.0f)), _mm512_set1_ps(512.0f));
   __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(ep.z_out));  // nearest even
@@ -121,6 +122,7 @@ void dense(const ConvCall& c) {
     l.comp = _mm512_loadu_si512(c.ep.comp + b * 16);   // the planner pads these arrays to 16
     l.mul = _mm512_loadu_ps(c.ep.mul + b * 16);
     l.bias = _mm512_loadu_ps(c.ep.bias + b * 16);
+    l.slope = c.ep.slope ? _mm512_loadu_ps(c.ep.slope + b * 16) : _mm512_setzero_ps();
     const int8_t* wb = static_cast<const int8_t*>(c.weights) + b * wblock;
     if (c.oh == 1 && c.ow == 1) {
       single(c, wb, ic4, b, l);
@@ -154,14 +156,17 @@ void depthwise(const ConvCall& c) {
     l.comp = _mm512_loadu_si512(c.ep.comp + b * 16);
     l.mul = _mm512_loadu_ps(c.ep.mul + b * 16);
     l.bias = _mm512_loadu_ps(c.ep.bias + b * 16);
+    l.slope = c.ep.slope ? _mm512_loadu_ps(c.ep.slope + b * 16) : _mm512_setzero_ps();
     for (int oy = 0; oy < c.oh; ++oy) {
       for (int ox = 0; ox < c.ow; ++ox) {
         __m512i acc = _mm512_setzero_si512();
         for (int ky = 0; ky < c.kh; ++ky) {
           const uint8_t* row = c.in + (oy * c.sh - c.ph + ky) * c.in_row + b * 16;
           for (int kx = 0; kx < c.kw; ++kx) {
-            const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(l.mask, row + (ox * c.sw - c.pw + kx) * c.in_cs));
-            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(x, _mm512_loadu_si512(w + (ky * c.kw + kx) * c16 + b * 16)));
+            const uint8_t* px = row + (ox * c.sw - c.pw + kx) * c.in_cs;
+            const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(l.mask, px));
+            const __m512i wv = _mm512_loadu_si512(w + (ky * c.kw + kx) * c16 + b * 16);
+            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(x, wv));
           }
         }
         finish(acc, l, c.ep, c.sum_in ? c.sum_in + oy * c.sum_row + ox * c.sum_cs + b * 16 : nullptr,

@@ -67,7 +67,7 @@ struct Layer {
   std::vector<int8_t> weights;      // natural [oc][kh][kw][ic] (dense) or [c][kh][kw] (depthwise)
   std::vector<char> packed;          // this path's layout (dense), or int32 [taps][c16] (depthwise)
   std::vector<int32_t> comp;
-  std::vector<float> mul, bias;
+  std::vector<float> mul, bias, slope;
   Epilogue ep;
 };
 
@@ -258,10 +258,11 @@ int gfi8_tensor(void* p, int c, int h, int w, int z) {
 }
 
 // A layer (see net.h). w: int8 [oc][kh][kw][ic] (dense) or [oc][kh][kw] (depthwise); comp, mul, bias: oc
-// values; out = -1 writes the float output (the last layer, 1x1 or any spatial size); sum = -1: no residual.
+// values; slope: oc PReLU slopes applied last, or null; out = -1 writes the float output (the last layer, 1x1
+// or any spatial size); sum = -1: no residual.
 int gfi8_layer(void* p, int depthwise, int in, int out, int sum, int kh, int kw, int sh, int sw, int ph, int pw,
                int oc, const int8_t* w, const int32_t* comp, const float* mul, const float* bias, int relu,
-               int post_relu, float sum_mul, float s_out, int out_h, int out_w) {
+               int post_relu, const float* slope, float sum_mul, float s_out, int out_h, int out_w) {
   Net* net = static_cast<Net*>(p);
   const int n = static_cast<int>(net->tensors.size());
   if (net->final || in < 0 || in >= n || out >= n || sum >= n || oc <= 0 || oc > gfi8::kMaxChannels) return -1;
@@ -284,8 +285,13 @@ int gfi8_layer(void* p, int depthwise, int in, int out, int sum, int kh, int kw,
   std::copy(comp, comp + oc, l->comp.begin());
   std::copy(mul, mul + oc, l->mul.begin());
   std::copy(bias, bias + oc, l->bias.begin());
+  if (slope) {
+    l->slope.assign(c16, 0.0f);
+    std::copy(slope, slope + oc, l->slope.begin());
+  }
   l->ep = gfi8::Epilogue{l->comp.data(), l->mul.data(), l->bias.data(), relu, sum >= 0 ? 1 : 0, post_relu,
-                         sum_mul, sum >= 0 ? net->tensors[sum].z : 0, s_out, out >= 0 ? net->tensors[out].z : 0};
+                         slope ? l->slope.data() : nullptr, sum_mul, sum >= 0 ? net->tensors[sum].z : 0, s_out,
+                         out >= 0 ? net->tensors[out].z : 0};
   const int id = static_cast<int>(net->layers.size());
   net->tensors[in].pad = std::max({net->tensors[in].pad, ph, pw});
   net->tensors[in].last_use = id;
@@ -363,7 +369,8 @@ int gfi8_run(void* p, const uint8_t* x, int n, int layout, float* out, int threa
   const size_t image = static_cast<size_t>(net->in_c) * net->in_h * net->in_w;
   if (threads == 1) {
     for (int i = 0; i < n; ++i)
-      gfi8::run_image(*net, k, net->arenas[0], offsets, x + i * image, layout, out + static_cast<size_t>(i) * net->out_dim);
+      gfi8::run_image(*net, k, net->arenas[0], offsets, x + i * image, layout,
+                      out + static_cast<size_t>(i) * net->out_dim);
     return 0;
   }
 #pragma omp parallel for num_threads(threads) schedule(static)

@@ -17,6 +17,7 @@
 //   r = max(r, 0)                                    with relu
 //   r = r + float(q_sum - z_sum) * sum_mul           with a residual sum
 //   r = max(r, 0)                                    with a relu after the sum
+//   r = r > 0 ? r : r * slope[o]                     with a PReLU (fused by the planner, see int8net.py)
 //   q = clamp(round_half_even(r * s_out) + z_out, 0, 255), or the float r itself for the network output.
 // comp[o] = z_in * sum of weights of o removes the input zero point. Every instruction-set path runs this
 // same float32 sequence without fused multiply-adds, so all paths give the same bytes.
@@ -35,6 +36,7 @@ struct Epilogue {
   const float* mul;
   const float* bias;
   int relu, sum, post_relu;
+  const float* slope;    // per-channel PReLU slope applied last (null: none), padded to a multiple of 16
   float sum_mul;
   int z_sum;
   float s_out;
