@@ -123,6 +123,8 @@ def test_every_path_equals_the_numpy_plan_byte_for_byte(quantised, every_path):
         np.testing.assert_array_equal(net(x, threads=2), want, err_msg=f"{isa}, 2 threads")
         np.testing.assert_array_equal(net(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), layout="NHWC"), want)
         np.testing.assert_array_equal(net(x[2:3]), want[2:3])
+        for threads in (2, 3):   # one image: threads share every layer (bands of rows or channel blocks)
+            np.testing.assert_array_equal(net(x[2:3], threads=threads), want[2:3], err_msg=f"{isa}, {threads}")
 
 
 def test_agrees_with_mxnet_int8_and_float32(quantised):

@@ -12,6 +12,15 @@
 namespace gfi8 {
 namespace {
 
+// The epilogue constants from output channel o0 on.
+inline Epilogue shifted(Epilogue ep, int o0) {
+  ep.comp += o0;
+  ep.mul += o0;
+  ep.bias += o0;
+  if (ep.slope) ep.slope += o0;
+  return ep;
+}
+
 constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: (v + m) - m rounds |v| < 2^22 half to even
 
 inline float round_clamped(float v) {
@@ -59,27 +68,34 @@ inline void epilogue(const int32_t* acc, int n, const Epilogue& ep, const uint8_
   }
 }
 
+// The epilogue of n channels from o0 of output pixel (oy, ox); ep already shifted to o0.
+inline void finish_pixel(const ConvCall& c, const Epilogue& ep, const int32_t* acc, int n, int oy, int ox, int o0) {
+  const uint8_t* sum_px = c.sum_in ? c.sum_in + oy * c.sum_row + ox * c.sum_cs + o0 : nullptr;
+  uint8_t* out = c.out ? c.out + oy * c.out_row + ox * c.out_cs + o0 : nullptr;
+  float* out_f = c.out_f ? c.out_f + (oy * c.ow + ox) * c.oc + o0 : nullptr;
+  epilogue(acc, n, ep, sum_px, out, out_f);
+}
+
 // Depthwise convolution, one image: channels are contiguous in both tensors, so the loops over channels
 // vectorise. Weights: int32 [kh * kw][c16] with c16 = channels rounded up to 16.
 inline void depthwise_impl(const ConvCall& c) {
   alignas(64) int32_t acc[kMaxChannels];
   const int32_t* w = static_cast<const int32_t*>(c.weights);
   const int c16 = (c.oc + 15) / 16 * 16;
-  for (int oy = 0; oy < c.oh; ++oy) {
+  const int o0 = c.b0 * 16, o1 = c.b1 * 16 < c.oc ? c.b1 * 16 : c.oc;
+  const Epilogue ep = shifted(c.ep, o0);
+  for (int oy = c.oy0; oy < c.oy1; ++oy) {
     for (int ox = 0; ox < c.ow; ++ox) {
-      for (int o = 0; o < c.oc; ++o) acc[o] = 0;
+      for (int o = o0; o < o1; ++o) acc[o] = 0;
       for (int ky = 0; ky < c.kh; ++ky) {
         const uint8_t* row = c.in + (oy * c.sh - c.ph + ky) * c.in_row;
         for (int kx = 0; kx < c.kw; ++kx) {
           const uint8_t* px = row + (ox * c.sw - c.pw + kx) * c.in_cs;
           const int32_t* wk = w + (ky * c.kw + kx) * c16;
-          for (int o = 0; o < c.oc; ++o) acc[o] += wk[o] * static_cast<int32_t>(px[o]);
+          for (int o = o0; o < o1; ++o) acc[o] += wk[o] * static_cast<int32_t>(px[o]);
         }
       }
-      const uint8_t* sum_px = c.sum_in ? c.sum_in + oy * c.sum_row + ox * c.sum_cs : nullptr;
-      uint8_t* out = c.out ? c.out + oy * c.out_row + ox * c.out_cs : nullptr;
-      float* out_f = c.out_f ? c.out_f + (oy * c.ow + ox) * c.oc : nullptr;
-      epilogue(acc, c.oc, c.ep, sum_px, out, out_f);
+      finish_pixel(c, ep, acc + o0, o1 - o0, oy, ox, o0);
     }
   }
 }
@@ -103,9 +119,11 @@ inline void natural_dense(const ConvCall& c) {
   const int8_t* w = static_cast<const int8_t*>(c.weights);
   const int icp = (c.ic + 3) / 4 * 4;
   const size_t per_o = static_cast<size_t>(c.kh) * c.kw * icp;
-  for (int oy = 0; oy < c.oh; ++oy) {
+  const int o0 = c.b0 * 16, o1 = c.b1 * 16 < c.oc ? c.b1 * 16 : c.oc;
+  const Epilogue ep = shifted(c.ep, o0);
+  for (int oy = c.oy0; oy < c.oy1; ++oy) {
     for (int ox = 0; ox < c.ow; ++ox) {
-      for (int o = 0; o < c.oc; ++o) {
+      for (int o = o0; o < o1; ++o) {
         int32_t a = 0;
         const int8_t* wo = w + o * per_o;
         for (int ky = 0; ky < c.kh; ++ky) {
@@ -118,10 +136,7 @@ inline void natural_dense(const ConvCall& c) {
         }
         acc[o] = a;
       }
-      const uint8_t* sum_px = c.sum_in ? c.sum_in + oy * c.sum_row + ox * c.sum_cs : nullptr;
-      uint8_t* out = c.out ? c.out + oy * c.out_row + ox * c.out_cs : nullptr;
-      float* out_f = c.out_f ? c.out_f + (oy * c.ow + ox) * c.oc : nullptr;
-      epilogue(acc, c.oc, c.ep, sum_px, out, out_f);
+      finish_pixel(c, ep, acc + o0, o1 - o0, oy, ox, o0);
     }
   }
 }

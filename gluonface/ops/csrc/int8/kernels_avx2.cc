@@ -46,12 +46,7 @@ inline void finish(__m256i acc, const Half& h, const Epilogue& ep, int c0, const
   if (h.valid < 8) {
     alignas(32) int32_t a[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(a), acc);
-    Epilogue e = ep;
-    e.comp += c0;
-    e.mul += c0;
-    e.bias += c0;
-    if (e.slope) e.slope += c0;
-    epilogue(a, h.valid, e, sum_px, out, out_f);
+    epilogue(a, h.valid, shifted(ep, c0), sum_px, out, out_f);
     return;
   }
   __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc, h.comp)), h.mul);
@@ -120,7 +115,7 @@ constexpr int kPixels = 4;
 void dense(const ConvCall& c) {
   const int ic4 = (c.ic + 3) / 4, blocks = (c.oc + 15) / 16;
   const size_t wblock = static_cast<size_t>(c.kh) * c.kw * ic4 * 64;
-  for (int b = 0; b < blocks; ++b) {
+  for (int b = c.b0; b < c.b1 && b < blocks; ++b) {
     Half h[2];
     for (int k = 0; k < 2; ++k) {
       const int c0 = b * 16 + k * 8;
@@ -131,7 +126,7 @@ void dense(const ConvCall& c) {
       h[k].slope = c.ep.slope ? _mm256_loadu_ps(c.ep.slope + c0) : _mm256_setzero_ps();
     }
     const int16_t* wb = static_cast<const int16_t*>(c.weights) + b * wblock;
-    for (int oy = 0; oy < c.oh; ++oy) {
+    for (int oy = c.oy0; oy < c.oy1; ++oy) {
       int ox = 0;
       for (; ox + kPixels <= c.ow; ox += kPixels) pixels<kPixels>(c, wb, ic4, oy, ox, b, h);
       switch (c.ow - ox) {
@@ -149,14 +144,14 @@ void dense(const ConvCall& c) {
 void depthwise(const ConvCall& c) {
   const int32_t* w = static_cast<const int32_t*>(c.weights);
   const int c16 = (c.oc + 15) / 16 * 16;
-  for (int c0 = 0; c0 < c.oc; c0 += 8) {
+  for (int c0 = c.b0 * 16; c0 < c.oc && c0 < c.b1 * 16; c0 += 8) {
     Half h;
     h.valid = c.oc - c0 < 8 ? c.oc - c0 : 8;
     h.comp = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.ep.comp + c0));
     h.mul = _mm256_loadu_ps(c.ep.mul + c0);
     h.bias = _mm256_loadu_ps(c.ep.bias + c0);
     h.slope = c.ep.slope ? _mm256_loadu_ps(c.ep.slope + c0) : _mm256_setzero_ps();
-    for (int oy = 0; oy < c.oh; ++oy) {
+    for (int oy = c.oy0; oy < c.oy1; ++oy) {
       for (int ox = 0; ox < c.ow; ++ox) {
         __m256i acc = _mm256_setzero_si256();
         for (int ky = 0; ky < c.kh; ++ky) {

@@ -115,7 +115,7 @@ constexpr int kPixels = 8;
 void dense(const ConvCall& c) {
   const int ic4 = (c.ic + 3) / 4, blocks = (c.oc + 15) / 16;
   const size_t wblock = static_cast<size_t>(c.kh) * c.kw * ic4 * 64;
-  for (int b = 0; b < blocks; ++b) {
+  for (int b = c.b0; b < c.b1 && b < blocks; ++b) {
     const int left = c.oc - b * 16;
     Lanes l;
     l.mask = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
@@ -124,11 +124,11 @@ void dense(const ConvCall& c) {
     l.bias = _mm512_loadu_ps(c.ep.bias + b * 16);
     l.slope = c.ep.slope ? _mm512_loadu_ps(c.ep.slope + b * 16) : _mm512_setzero_ps();
     const int8_t* wb = static_cast<const int8_t*>(c.weights) + b * wblock;
-    if (c.oh == 1 && c.ow == 1) {
+    if (c.oh == 1 && c.ow == 1 && c.oy0 == 0 && c.oy1 == 1) {
       single(c, wb, ic4, b, l);
       continue;
     }
-    for (int oy = 0; oy < c.oh; ++oy) {
+    for (int oy = c.oy0; oy < c.oy1; ++oy) {
       int ox = 0;
       for (; ox + kPixels <= c.ow; ox += kPixels) pixels<kPixels>(c, wb, ic4, oy, ox, b, l);
       switch (c.ow - ox) {
@@ -149,7 +149,7 @@ void dense(const ConvCall& c) {
 void depthwise(const ConvCall& c) {
   const int32_t* w = static_cast<const int32_t*>(c.weights);
   const int c16 = (c.oc + 15) / 16 * 16;
-  for (int b = 0; b < c16 / 16; ++b) {
+  for (int b = c.b0; b < c.b1 && b < c16 / 16; ++b) {
     const int left = c.oc - b * 16;
     Lanes l;
     l.mask = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
@@ -157,7 +157,7 @@ void depthwise(const ConvCall& c) {
     l.mul = _mm512_loadu_ps(c.ep.mul + b * 16);
     l.bias = _mm512_loadu_ps(c.ep.bias + b * 16);
     l.slope = c.ep.slope ? _mm512_loadu_ps(c.ep.slope + b * 16) : _mm512_setzero_ps();
-    for (int oy = 0; oy < c.oh; ++oy) {
+    for (int oy = c.oy0; oy < c.oy1; ++oy) {
       for (int ox = 0; ox < c.ow; ++ox) {
         __m512i acc = _mm512_setzero_si512();
         for (int ky = 0; ky < c.kh; ++ky) {

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -112,21 +113,39 @@ void fill_border(const TensorDesc& t, uint8_t* base) {
 }
 
 void finish_layers(const Net& net, const Kernels& k, std::vector<uint8_t>& arena, const std::vector<size_t>& offsets,
-                   float* out);
+                   float* out, int t, int nt, double* us = nullptr);
 
-// One image: x in NCHW (layout 0) or NHWC (layout 1) uint8, out_dim floats to `out`.
+// The share of thread t of nt in one layer: bands of output rows, else blocks of 16 output channels (a layer
+// of few rows: the fully connected one), else thread 0 alone.
+void share(ConvCall& c, int oh, int blocks, int t, int nt) {
+  c.oy0 = 0; c.oy1 = oh; c.b0 = 0; c.b1 = blocks;
+  if (nt == 1) return;
+  if (oh >= 2 * nt) {
+    c.oy0 = oh * t / nt;
+    c.oy1 = oh * (t + 1) / nt;
+  } else if (blocks >= nt) {
+    c.b0 = blocks * t / nt;
+    c.b1 = blocks * (t + 1) / nt;
+  } else if (t > 0) {
+    c.oy1 = 0;
+  }
+}
+
+// One image: x in NCHW (layout 0) or NHWC (layout 1) uint8, out_dim floats to `out`. Thread t of nt (inside
+// a parallel region when nt > 1) does its share of every layer, then waits for the others.
 void run_image(const Net& net, const Kernels& k, std::vector<uint8_t>& arena, const std::vector<size_t>& offsets,
-               const uint8_t* x, int layout, float* out) {
+               const uint8_t* x, int layout, float* out, int t, int nt, double* us = nullptr) {
   auto base = [&](int t) { return arena.data() + offsets[net.tensors[t].slot]; };
   const TensorDesc& in = net.tensors[0];
   uint8_t* ib = base(0);
-  fill_border(in, ib);
+  if (t == 0) fill_border(in, ib);
+  const int y0 = in.h * t / nt, y1 = in.h * (t + 1) / nt;
   uint8_t* interior = ib + in.interior();
   const int64_t row = in.row();
   const uint8_t* lut = net.lut.empty() ? nullptr : net.lut.data();
   if (layout == 1) {
     const size_t n = static_cast<size_t>(in.w) * in.c;
-    for (int y = 0; y < in.h; ++y) {
+    for (int y = y0; y < y1; ++y) {
       const uint8_t* src = x + static_cast<size_t>(y) * n;
       uint8_t* dst = interior + y * row;
       if (lut) {
@@ -139,7 +158,7 @@ void run_image(const Net& net, const Kernels& k, std::vector<uint8_t>& arena, co
     const size_t plane = static_cast<size_t>(in.h) * in.w;
     if (in.c == 3) {   // RGB: three fixed streams the compiler keeps in registers
       const uint8_t *r0 = x, *g0 = x + plane, *b0 = x + 2 * plane;
-      for (int y = 0; y < in.h; ++y) {
+      for (int y = y0; y < y1; ++y) {
         uint8_t* r = interior + y * row;
         const size_t at = static_cast<size_t>(y) * in.w;
         if (lut) {
@@ -156,9 +175,9 @@ void run_image(const Net& net, const Kernels& k, std::vector<uint8_t>& arena, co
           }
         }
       }
-      return finish_layers(net, k, arena, offsets, out);
+      return finish_layers(net, k, arena, offsets, out, t, nt, us);
     }
-    for (int y = 0; y < in.h; ++y) {
+    for (int y = y0; y < y1; ++y) {
       uint8_t* r = interior + y * row;
       for (int xx = 0; xx < in.w; ++xx)
         for (int c = 0; c < in.c; ++c) {
@@ -167,15 +186,20 @@ void run_image(const Net& net, const Kernels& k, std::vector<uint8_t>& arena, co
         }
     }
   }
-  finish_layers(net, k, arena, offsets, out);
+  finish_layers(net, k, arena, offsets, out, t, nt, us);
 }
 
 // The layers of one image whose input tensor is in place.
 void finish_layers(const Net& net, const Kernels& k, std::vector<uint8_t>& arena, const std::vector<size_t>& offsets,
-                   float* out) {
+                   float* out, int t, int nt, double* us) {
+  using Clock = std::chrono::steady_clock;
+  if (nt > 1) {
+#pragma omp barrier
+  }
   auto base = [&](int t) { return arena.data() + offsets[net.tensors[t].slot]; };
-  for (const auto& lp : net.layers) {
-    const Layer& l = *lp;
+  for (size_t li = 0; li < net.layers.size(); ++li) {
+    const Layer& l = *net.layers[li];
+    const auto start = us ? Clock::now() : Clock::time_point();
     const TensorDesc& ti = net.tensors[l.in];
     ConvCall c;
     c.in = base(l.in) + ti.interior();
@@ -201,13 +225,29 @@ void finish_layers(const Net& net, const Kernels& k, std::vector<uint8_t>& arena
       c.out_row = to.row();
       c.out_cs = to.cs;
       c.oh = to.h; c.ow = to.w;
-      fill_border(to, ob);
+      if (t == 0) fill_border(to, ob);
     } else {
       c.out_f = out;
       c.oh = net.out_h; c.ow = net.out_w;
     }
+    share(c, c.oh, (l.oc + 15) / 16, t, nt);
     if (l.depthwise) k.depthwise(c); else k.dense(c);
+    if (us) us[li] += std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+    if (nt > 1) {
+#pragma omp barrier
+    }
   }
+}
+
+// Byte offsets of the buffer slots in one thread's arena; *total = the arena's size.
+std::vector<size_t> slot_offsets(const Net& net, size_t* total) {
+  std::vector<size_t> offsets(net.slot_bytes.size());
+  *total = 0;
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    offsets[i] = *total;
+    *total += (net.slot_bytes[i] + 63) / 64 * 64;
+  }
+  return offsets;
 }
 
 }  // namespace
@@ -356,27 +396,40 @@ int gfi8_run(void* p, const uint8_t* x, int n, int layout, float* out, int threa
     net->packed_isa = isa;
   }
   const gfi8::Kernels& k = gfi8::table(isa);
-  std::vector<size_t> offsets(net->slot_bytes.size());
   size_t total = 0;
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    offsets[i] = total;
-    total += (net->slot_bytes[i] + 63) / 64 * 64;
-  }
-  threads = std::max(1, std::min(threads, n));
+  const std::vector<size_t> offsets = gfi8::slot_offsets(*net, &total);
+  threads = std::max(1, threads);
   if (static_cast<int>(net->arenas.size()) < threads) net->arenas.resize(threads);
   for (int t = 0; t < threads; ++t)
     if (net->arenas[t].size() < total) net->arenas[t].assign(total, 0);
   const size_t image = static_cast<size_t>(net->in_c) * net->in_h * net->in_w;
+  if (n == 1 && threads > 1) {   // one image: the threads share each layer
+#pragma omp parallel num_threads(threads)
+    gfi8::run_image(*net, k, net->arenas[0], offsets, x, layout, out, omp_get_thread_num(), omp_get_num_threads());
+    return 0;
+  }
+  threads = std::max(1, std::min(threads, n));
   if (threads == 1) {
     for (int i = 0; i < n; ++i)
       gfi8::run_image(*net, k, net->arenas[0], offsets, x + i * image, layout,
-                      out + static_cast<size_t>(i) * net->out_dim);
+                      out + static_cast<size_t>(i) * net->out_dim, 0, 1);
     return 0;
   }
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int i = 0; i < n; ++i)
     gfi8::run_image(*net, k, net->arenas[omp_get_thread_num()], offsets, x + i * image, layout,
-                    out + static_cast<size_t>(i) * net->out_dim);
+                    out + static_cast<size_t>(i) * net->out_dim, 0, 1);
+  return 0;
+}
+
+// Time each layer of `reps` one-thread runs of image x: us[i] += microseconds of layer i (summed over reps).
+int gfi8_profile(void* p, const uint8_t* x, int layout, int reps, float* out, double* us) {
+  Net* net = static_cast<Net*>(p);
+  if (gfi8_run(p, x, 1, layout, out, 1) != 0) return -1;   // packs and sizes the arena
+  size_t total = 0;
+  const std::vector<size_t> offsets = gfi8::slot_offsets(*net, &total);
+  const gfi8::Kernels& k = gfi8::table(gfi8::current_isa());
+  for (int r = 0; r < reps; ++r) gfi8::run_image(*net, k, net->arenas[0], offsets, x, layout, out, 0, 1, us);
   return 0;
 }
 

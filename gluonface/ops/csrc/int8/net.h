@@ -61,6 +61,8 @@ struct ConvCall {
   int64_t out_row;
   int out_cs;
   float* out_f;           // float output (the network's last layer), oc values
+  int oy0, oy1;           // output rows to compute, and
+  int b0, b1;             // blocks of 16 output channels to compute (threads share an image's layer this way)
 };
 
 struct Kernels {
