@@ -98,7 +98,8 @@ def embed_raw(forward, images, batch_size=64, flip=True, progress=False):
 
     Args:
         forward: ``f(x (B, 3, H, W) float32 raw RGB 0..255) -> (B, E)``; one whose ``input_dtype`` is uint8
-            gets the pixels as uint8.
+            gets the pixels as uint8, one whose ``takes_nhwc`` is true gets ``forward.forward_nhwc(batch)``
+            with the uint8 (B, H, W, 3) batches as they are.
         images: uint8 (N, H, W, 3) RGB, or an iterable of such chunks.
 
     Returns:
@@ -111,8 +112,18 @@ def embed_raw(forward, images, batch_size=64, flip=True, progress=False):
         bar = tqdm(total=total, unit="img", desc="embedding", leave=False)
     # A forward that takes uint8 pixels (an INT8 graph, ``bound_forward``) gets them without a float32 copy.
     dtype = np.uint8 if getattr(forward, "input_dtype", None) == np.uint8 else np.float32
+    # A forward that takes (B, H, W, 3) uint8 batches as they come (gluonface's INT8 runner) gets them so.
+    nhwc = getattr(forward, "forward_nhwc", None) if getattr(forward, "takes_nhwc", False) else None
     out = []
     for batch in iter_batches(images, batch_size):
+        if nhwc is not None:
+            e = np.asarray(nhwc(batch), dtype=np.float32)
+            if flip:
+                e = e + np.asarray(nhwc(np.ascontiguousarray(batch[:, :, ::-1])), dtype=np.float32)
+            out.append(e)
+            if bar is not None:
+                bar.update(len(batch))
+            continue
         planes = channels_first(batch, np.uint8)   # layout changes and the mirror in uint8, one cast per forward
         e = np.asarray(forward(planes.astype(dtype, copy=False)), dtype=np.float32)
         if flip:

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from gluonface.errors import GluonFaceError
-from gluonface.evaluate.verification import embed_raw, l2_normalize, row_cosines
+from gluonface.evaluate.verification import channels_first, embed_raw, l2_normalize, row_cosines
 from gluonface.export.names import BACKENDS, INPUT_NAME
 from gluonface.export.symbol import check_input, check_shapes, load_checkpoint, split_prefix
 
@@ -85,22 +85,35 @@ class AutoForward:
         """uint8 when some candidate takes uint8 pixels as they are (the others get a float32 copy), else float32."""
         return np.dtype(np.uint8) if any(_takes_uint8(f) for f in self.candidates.values()) else np.dtype(np.float32)
 
-    def _run(self, name, x):
+    @property
+    def takes_nhwc(self):
+        """True when some candidate takes (B, H, W, 3) uint8 batches as they are (the others get them moved)."""
+        return any(callable(getattr(f, "nhwc", None)) for f in self.candidates.values())
+
+    def nhwc(self, x):
+        """``self(x)`` for a (B, H, W, 3) uint8 batch: timed and chosen with the same classes."""
+        return self(x, layout="NHWC")
+
+    def _run(self, name, x, layout):
         f = self.candidates[name]
+        if layout == "NHWC":
+            if callable(getattr(f, "nhwc", None)):
+                return f.nhwc(x)
+            x = channels_first(x, np.uint8)
         if x.dtype == np.uint8 and not _takes_uint8(f):
             x = x.astype(np.float32)
         return f(x)
 
-    def __call__(self, x):
+    def __call__(self, x, layout="NCHW"):
         cls = _SMALL if len(x) <= SMALL_BATCH else _LARGE
         name = self.choice.get(cls)
         if name is not None:
-            return self._run(name, x)
+            return self._run(name, x, layout)
         samples = self.samples.setdefault(cls, {n: [] for n in self.candidates})
         per = self.warmup + self.trials
         name = next(n for n, v in samples.items() if len(v) < per)
         start = self.clock()
-        out = self._run(name, x)
+        out = self._run(name, x, layout)
         samples[name].append((self.clock() - start) / max(len(x), 1))
         if all(len(v) >= per for v in samples.values()):
             ms = {n: 1e3 * float(np.median(v[self.warmup:])) for n, v in samples.items()}
@@ -281,6 +294,7 @@ def _native_int8(forward, sym, params, size, info, threads):
     def native(x):
         return net(x, threads=n_threads) if x.dtype == np.uint8 else forward(x)
     native.input_dtype = np.dtype(np.uint8)
+    native.nhwc = lambda x: net(x, layout="NHWC", threads=n_threads)
     native.runner = net
     return native, ""
 
@@ -491,6 +505,24 @@ class FaceEmbedder:
     def __call__(self, x):
         """Raw forward pass: (B, 3, H, W) float32 raw RGB -> (B, E) float32 (not normalised)."""
         return np.asarray(self._forward(check_input(x, self.input_size, self.input_dtype)), dtype=np.float32)
+
+    @property
+    def takes_nhwc(self):
+        """True when ``forward_nhwc`` runs (B, H, W, 3) uint8 batches without moving them to (B, 3, H, W) first
+        (gluonface's INT8 runner; ``embed`` uses it)."""
+        f = self._forward
+        return bool(getattr(f, "takes_nhwc", callable(getattr(f, "nhwc", None))))
+
+    def forward_nhwc(self, x):
+        """Raw forward pass of a (B, H, W, 3) uint8 batch -> (B, E) float32 (not normalised)."""
+        x = np.ascontiguousarray(x)
+        h, w = self.input_size
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (h, w, 3):
+            raise GluonFaceError(f"input batch is {x.dtype} {x.shape}; forward_nhwc takes uint8 (N, {h}, {w}, 3); "
+                                 f"fix: align faces to {h}x{w} first (`gluonface align`)")
+        if not self.takes_nhwc:
+            return self(channels_first(x, np.uint8))
+        return np.asarray(self._forward.nhwc(x), dtype=np.float32)
 
     @property
     def input_dtype(self):

@@ -149,6 +149,7 @@ def _export_int8(exported, out_prefix, input_size, x, ref, files, forms, checks,
     if native is not None:
         native_speed = throughput(native, input_size)
         checks["speed_images_per_s"].update(int8_native=native_speed, int8_native_speedup=native_speed / fp32_speed)
+        forms["int8_native"] = FaceEmbedder(native, input_size, "int8", backend="native")   # verified with --pairs
 
 
 def _check_native_int8(qsym, qparams, input_size, images, fp32_forward, checks):
@@ -167,6 +168,7 @@ def _check_native_int8(qsym, qparams, input_size, images, fp32_forward, checks):
 
     def native(x):
         return net(np.ascontiguousarray(np.rint(x), dtype=np.uint8) if x.dtype != np.uint8 else x, threads=threads)
+    native.input_dtype = np.dtype(np.uint8)
     try:
         report = check_against_float32(native, fp32_forward, images)
     except GluonFaceError as exc:
@@ -184,8 +186,9 @@ def _verify_forms(forms, pairs, input_size, batch_size, progress):
         m = verify_bin(emb, pairs, batch_size=batch_size, image_size=input_size, progress=progress)
         out[kind] = {"accuracy": m["accuracy"], "accuracy_std": m["accuracy_std"], "auc": m["auc"],
                      "tar_at_far": {str(k): v for k, v in m["tar_at_far"].items()}}
-    if "int8" in out:
-        out["int8_accuracy_drop_points"] = 100.0 * (out["symbol"]["accuracy"] - out["int8"]["accuracy"])
+    for kind in ("int8", "int8_native"):
+        if kind in out:
+            out[f"{kind}_accuracy_drop_points"] = 100.0 * (out["symbol"]["accuracy"] - out[kind]["accuracy"])
     out["pairs"] = str(pairs)
     return out
 
@@ -311,11 +314,18 @@ def export_and_report(run_dir, out_prefix, which="auto", **kw):
               f"{c['mean_cosine']:.4f}")
         print(f"  INT8: min cosine to fp32 {checks['int8_min_cosine_to_fp32']:.4f}, {s['int8']:.1f} vs "
               f"{s['symbol_fp32']:.1f} img/s fp32 (x{s['int8_speedup']:.2f}, batch {s['batch_size']})")
+        native = checks.get("int8_native_vs_fp32_on_calibration", {})
+        if "int8_native" in s:
+            print(f"  INT8 on gluonface's runner ({native.get('isa')}): min cosine to fp32 {native['min_cosine']:.4f} "
+                  f"on the calibration faces, {s['int8_native']:.1f} img/s (x{s['int8_native_speedup']:.2f} fp32)")
+        elif native:
+            print(f"  INT8 on gluonface's runner: not used ({native.get('skipped') or native.get('error')})")
     for kind, v in meta["verification"].items():
         if isinstance(v, dict):
             print(f"  {kind} accuracy on {os.path.basename(meta['verification']['pairs'])}: "
                   f"{100 * v['accuracy']:.2f} %")
-    if "int8_accuracy_drop_points" in meta["verification"]:
-        print(f"  INT8 accuracy drop: {meta['verification']['int8_accuracy_drop_points']:.2f} points")
+    for kind, what in (("int8", "INT8"), ("int8_native", "INT8 on gluonface's runner")):
+        if f"{kind}_accuracy_drop_points" in meta["verification"]:
+            print(f"  {what} accuracy drop: {meta['verification'][f'{kind}_accuracy_drop_points']:.2f} points")
     print(f"  details: {os.path.join(folder, 'export.json')}")
     return 0

@@ -105,6 +105,10 @@ def test_export_json_records_verification(world):
     assert abs(v["symbol"]["accuracy"] - v["onnx"]["accuracy"]) < 1e-9
     assert v["int8_accuracy_drop_points"] == pytest.approx(100 * (v["symbol"]["accuracy"] - v["int8"]["accuracy"]))
     assert meta["checks"]["int8_calibration"]["images"] == 32
+    # gluonface's INT8 runner: checked against float32 at export, then verified on the pairs like every form
+    assert meta["checks"]["int8_native_vs_fp32_on_calibration"]["passed"]
+    assert v["int8_native_accuracy_drop_points"] == pytest.approx(
+        100 * (v["symbol"]["accuracy"] - v["int8_native"]["accuracy"]))
     assert meta["checks"]["symbol_max_abs_diff"] <= 1e-5 and meta["checks"]["onnx_max_abs_diff"] <= 1e-4
 
 

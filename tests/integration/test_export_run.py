@@ -276,8 +276,16 @@ def test_int8_runs_on_the_native_runner(exported):
     cos = lambda a, b: np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)  # noqa: E731
     assert cos(got, want).min() >= INT8_MIN_COSINE and cos(got, fp32).min() >= INT8_MIN_COSINE
     np.testing.assert_array_equal(native(pixels.astype(np.float32)), want)   # float pixels: MXNet's graph
+    # embed() hands the runner the (N, H, W, 3) images as they are: the same numbers as via (N, 3, H, W)
+    faces = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
+    assert native.takes_nhwc
+    two_way = got.astype(np.float64) + native(np.ascontiguousarray(pixels[..., ::-1]))
+    np.testing.assert_allclose(native.embed(faces), two_way / np.linalg.norm(two_way, axis=1, keepdims=True),
+                               rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(native.forward_nhwc(faces), got)
     auto = FaceEmbedder.from_path(prefix)
     assert auto.backend == "auto" and auto.backend_report()["candidates"] == ["mxnet", "native"]
+    assert auto.takes_nhwc   # MXNet gets the batch moved to (N, 3, H, W), the runner as it is
     for _ in range(12):   # enough calls to time both candidates on the small batch class
         e = auto.embed(pixels[:2].transpose(0, 2, 3, 1), flip=False)
     assert auto.backend_report()["runs"]["1-8"] in ("mxnet", "native") and e.shape == (2, want.shape[1])
