@@ -13,8 +13,8 @@ says which runs and what was measured; ``gluonface eval`` writes it to eval.json
 onnxruntime only, GPU contexts on MXNet only.
 
 INT8 symbols run on MXNet or on gluonface's own INT8 runner (``backend="native"``, :mod:`gluonface.ops.int8net`:
-the whole network in one native call, VNNI where the CPU has it; 2.1x MXNet float32 at batch 1 where MXNet's
-INT8 reached 1.45x, bench/results/export.md). ``auto`` keeps both when the runner is built, runs the graph and
+the whole network in one native call, VNNI where the CPU has it; trained iresnet_tiny 4.6x MXNet float32 at
+batch 1 where MXNet's INT8 reached 1.4x, bench/results/export.md). ``auto`` keeps both when the runner is built, runs the graph and
 agrees with MXNet's INT8 on the probe faces (cosine >= ``quantize.INT8_MIN_COSINE``: the two quantise weights
 differently, per channel and per tensor), and times them as above. On MXNet an INT8 symbol is fed uint8 images
 as they are (``quantize.uint8_input_form``, built in memory: no float32 copy and no input quantisation

@@ -7,6 +7,9 @@ compiled from ``csrc/`` by ``make install`` into ``libgluonface_ops.so`` and loa
 (:mod:`gluonface.ops.library`); :func:`status` says what runs. Each has the pure-MXNet formulation as its
 fallback, chosen when the graph is traced.
 
+:mod:`gluonface.ops.int8net` is separate: gluonface's INT8 inference runner (``csrc/int8`` →
+``libgluonface_int8.so``, plain C++ through ctypes, no MXNet API), which ``FaceEmbedder`` uses for INT8 models.
+
 How MXNet 1.9.1's extension library API (``include/mxnet/lib_api.h`` + ``src/lib_api.cc`` in the wheel)
 treats these ops, checked on this build (bench/probe_ops_api.py prints the evidence; source lines are from
 apache/mxnet tag 1.9.1, src/c_api/c_api.cc):

@@ -15,9 +15,11 @@ not MXNet's INT8 bytes, but at least as close to float32 (``FaceEmbedder`` check
 graph before using it; tests/unit/test_int8net.py checks every path against a NumPy oracle bit for bit).
 
 Graphs it runs: calibrated quantised convolutions (groups 1 or depthwise, any kernel, stride and padding,
-fused relu and residual sum), quantised flatten, and a quantised fully connected layer with float output
-at the end: what gluonface exports for iresnet and MobileFaceNet. Anything else raises
-:class:`Unsupported` naming the operator, and the caller keeps MXNet.
+fused BatchNorm, relu and residual sum), quantised flatten, a quantised fully connected layer with float
+output at the end, and in-graph pixel normalisation before the input quantisation (a 256-entry table): what
+gluonface exports for iresnet and MobileFaceNet. The PReLU the export writes as two depthwise 1x1 layers is
+fused back into the layer before it. Anything else raises :class:`Unsupported` naming the operator, and the
+caller keeps MXNet. One image shares each layer between the threads asked for; a batch splits by image.
 """
 import ctypes
 import json
