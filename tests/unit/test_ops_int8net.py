@@ -191,3 +191,24 @@ def test_bad_input_is_refused_with_the_fix(quantised):
         net(np.zeros((2,) + SHAPE, np.uint8), layout="NHWC")
     with pytest.raises(GluonFaceError, match="unknown instruction set"):
         int8net.set_isa("sse9")
+
+
+def test_python_threads_share_one_network(quantised):
+    """ctypes releases the GIL during a call: two Python threads on one network must not share its buffers."""
+    import threading
+    _, _, qsym, qparams = quantised
+    net = int8net.Int8Net(qsym, qparams, SHAPE)
+    xs = [np.random.default_rng(10 + i).integers(0, 256, (3,) + SHAPE, dtype=np.uint8) for i in range(4)]
+    want = [net(x) for x in xs]
+    bad = []
+
+    def work(i):
+        for _ in range(200):
+            if not np.array_equal(net(xs[i], threads=1 + i % 2), want[i]):
+                bad.append(i)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad

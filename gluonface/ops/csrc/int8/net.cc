@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 namespace gfi8 {
@@ -83,6 +84,7 @@ struct Net {
   bool final = false;
   std::vector<uint8_t> lut;   // input pixel -> quantised input value (empty: the pixel itself)
   std::vector<std::vector<uint8_t>> arenas;  // one per thread
+  std::mutex busy;   // ctypes releases the GIL: two Python threads may call one network at once
 };
 
 void pack_layer(Layer& l, int isa) {
@@ -390,6 +392,7 @@ int gfi8_out_dim(void* p) { return static_cast<Net*>(p)->out_dim; }
 int gfi8_run(void* p, const uint8_t* x, int n, int layout, float* out, int threads) {
   Net* net = static_cast<Net*>(p);
   if (!net->final) return -1;
+  std::lock_guard<std::mutex> hold(net->busy);
   const int isa = gfi8::current_isa();
   if (net->packed_isa != isa) {
     for (auto& l : net->layers) gfi8::pack_layer(*l, isa);
@@ -426,6 +429,7 @@ int gfi8_run(void* p, const uint8_t* x, int n, int layout, float* out, int threa
 int gfi8_profile(void* p, const uint8_t* x, int layout, int reps, float* out, double* us) {
   Net* net = static_cast<Net*>(p);
   if (gfi8_run(p, x, 1, layout, out, 1) != 0) return -1;   // packs and sizes the arena
+  std::lock_guard<std::mutex> hold(net->busy);
   size_t total = 0;
   const std::vector<size_t> offsets = gfi8::slot_offsets(*net, &total);
   const gfi8::Kernels& k = gfi8::table(gfi8::current_isa());
