@@ -77,11 +77,11 @@ inline void finish_pixel(const ConvCall& c, const Epilogue& ep, const int32_t* a
 }
 
 // Depthwise convolution, one image: channels are contiguous in both tensors, so the loops over channels
-// vectorise. Weights: int32 [kh * kw][c16] with c16 = channels rounded up to 16.
+// vectorise. Weights: int16 [kh * kw][c32] with c32 = channels rounded up to 32.
 inline void depthwise_impl(const ConvCall& c) {
   alignas(64) int32_t acc[kMaxChannels];
-  const int32_t* w = static_cast<const int32_t*>(c.weights);
-  const int c16 = (c.oc + 15) / 16 * 16;
+  const int16_t* w = static_cast<const int16_t*>(c.weights);
+  const int c32 = (c.oc + 31) / 32 * 32;
   const int o0 = c.b0 * 16, o1 = c.b1 * 16 < c.oc ? c.b1 * 16 : c.oc;
   const Epilogue ep = shifted(c.ep, o0);
   for (int oy = c.oy0; oy < c.oy1; ++oy) {
@@ -91,8 +91,8 @@ inline void depthwise_impl(const ConvCall& c) {
         const uint8_t* row = c.in + (oy * c.sh - c.ph + ky) * c.in_row;
         for (int kx = 0; kx < c.kw; ++kx) {
           const uint8_t* px = row + (ox * c.sw - c.pw + kx) * c.in_cs;
-          const int32_t* wk = w + (ky * c.kw + kx) * c16;
-          for (int o = o0; o < o1; ++o) acc[o] += wk[o] * static_cast<int32_t>(px[o]);
+          const int16_t* wk = w + (ky * c.kw + kx) * c32;
+          for (int o = o0; o < o1; ++o) acc[o] += static_cast<int32_t>(wk[o]) * static_cast<int32_t>(px[o]);
         }
       }
       finish_pixel(c, ep, acc + o0, o1 - o0, oy, ox, o0);

@@ -139,11 +139,11 @@ void dense(const ConvCall& c) {
   }
 }
 
-// Depthwise: 8 channels of one pixel per vector, weights int32 [kh * kw][c16]. Loads of a last partial
+// Depthwise: 8 channels of one pixel per vector, weights int16 [kh * kw][c32]. Loads of a last partial
 // half read past the channels, inside the buffer (rows are contiguous and every buffer has slack).
 void depthwise(const ConvCall& c) {
-  const int32_t* w = static_cast<const int32_t*>(c.weights);
-  const int c16 = (c.oc + 15) / 16 * 16;
+  const int16_t* w = static_cast<const int16_t*>(c.weights);
+  const int c32 = (c.oc + 31) / 32 * 32;
   for (int c0 = c.b0 * 16; c0 < c.oc && c0 < c.b1 * 16; c0 += 8) {
     Half h;
     h.valid = c.oc - c0 < 8 ? c.oc - c0 : 8;
@@ -159,7 +159,8 @@ void depthwise(const ConvCall& c) {
           for (int kx = 0; kx < c.kw; ++kx) {
             const __m256i x = _mm256_cvtepu8_epi32(
                 _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + (ox * c.sw - c.pw + kx) * c.in_cs)));
-            const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (ky * c.kw + kx) * c16 + c0));
+            const __m128i w16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (ky * c.kw + kx) * c32 + c0));
+            const __m256i wv = _mm256_cvtepi16_epi32(w16);
             acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(x, wv));
           }
         }

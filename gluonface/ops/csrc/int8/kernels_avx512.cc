@@ -61,6 +61,17 @@ inline void finish(__m512i acc, const Lanes& l, const Epilogue& ep, const uint8_
   _mm_mask_storeu_epi8(out, l.mask, _mm512_cvtepi32_epi8(q));
 }
 
+inline Lanes lanes_for(const ConvCall& c, int c0, int end) {
+  Lanes l;
+  const int left = end - c0;
+  l.mask = left >= 16 ? static_cast<__mmask16>(0xFFFF) : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1u));
+  l.comp = _mm512_loadu_si512(c.ep.comp + c0);   // the planner pads these arrays to 32
+  l.mul = _mm512_loadu_ps(c.ep.mul + c0);
+  l.bias = _mm512_loadu_ps(c.ep.bias + c0);
+  l.slope = c.ep.slope ? _mm512_loadu_ps(c.ep.slope + c0) : _mm512_setzero_ps();
+  return l;
+}
+
 template <int NP>
 void pixels(const ConvCall& c, const int8_t* wb, int ic4, int oy, int ox0, int b, const Lanes& l) {
   __m512i acc[NP];
@@ -115,63 +126,69 @@ constexpr int kPixels = 8;
 void dense(const ConvCall& c) {
   const int ic4 = (c.ic + 3) / 4, blocks = (c.oc + 15) / 16;
   const size_t wblock = static_cast<size_t>(c.kh) * c.kw * ic4 * 64;
-  for (int b = c.b0; b < c.b1 && b < blocks; ++b) {
-    const int left = c.oc - b * 16;
-    Lanes l;
-    l.mask = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-    l.comp = _mm512_loadu_si512(c.ep.comp + b * 16);   // the planner pads these arrays to 16
-    l.mul = _mm512_loadu_ps(c.ep.mul + b * 16);
-    l.bias = _mm512_loadu_ps(c.ep.bias + b * 16);
-    l.slope = c.ep.slope ? _mm512_loadu_ps(c.ep.slope + b * 16) : _mm512_setzero_ps();
-    const int8_t* wb = static_cast<const int8_t*>(c.weights) + b * wblock;
-    if (c.oh == 1 && c.ow == 1 && c.oy0 == 0 && c.oy1 == 1) {
-      single(c, wb, ic4, b, l);
-      continue;
-    }
-    for (int oy = c.oy0; oy < c.oy1; ++oy) {
-      int ox = 0;
-      for (; ox + kPixels <= c.ow; ox += kPixels) pixels<kPixels>(c, wb, ic4, oy, ox, b, l);
-      switch (c.ow - ox) {
-        case 7: pixels<7>(c, wb, ic4, oy, ox, b, l); break;
-        case 6: pixels<6>(c, wb, ic4, oy, ox, b, l); break;
-        case 5: pixels<5>(c, wb, ic4, oy, ox, b, l); break;
-        case 4: pixels<4>(c, wb, ic4, oy, ox, b, l); break;
-        case 3: pixels<3>(c, wb, ic4, oy, ox, b, l); break;
-        case 2: pixels<2>(c, wb, ic4, oy, ox, b, l); break;
-        case 1: pixels<1>(c, wb, ic4, oy, ox, b, l); break;
-        default: break;
+  const int b1 = c.b1 < blocks ? c.b1 : blocks;
+  const int8_t* weights = static_cast<const int8_t*>(c.weights);
+  if (c.oh == 1 && c.ow == 1 && c.oy0 == 0 && c.oy1 == 1) {
+    for (int b = c.b0; b < b1; ++b) single(c, weights + b * wblock, ic4, b, lanes_for(c, b * 16, c.oc));
+    return;
+  }
+  // A group of output pixels against every channel block in turn: their input stays in L1 meanwhile.
+  for (int oy = c.oy0; oy < c.oy1; ++oy) {
+    for (int ox = 0; ox < c.ow; ox += kPixels) {
+      const int n = c.ow - ox < kPixels ? c.ow - ox : kPixels;
+      for (int b = c.b0; b < b1; ++b) {
+        const Lanes l = lanes_for(c, b * 16, c.oc);
+        const int8_t* wb = weights + b * wblock;
+        switch (n) {
+          case 8: pixels<8>(c, wb, ic4, oy, ox, b, l); break;
+          case 7: pixels<7>(c, wb, ic4, oy, ox, b, l); break;
+          case 6: pixels<6>(c, wb, ic4, oy, ox, b, l); break;
+          case 5: pixels<5>(c, wb, ic4, oy, ox, b, l); break;
+          case 4: pixels<4>(c, wb, ic4, oy, ox, b, l); break;
+          case 3: pixels<3>(c, wb, ic4, oy, ox, b, l); break;
+          case 2: pixels<2>(c, wb, ic4, oy, ox, b, l); break;
+          default: pixels<1>(c, wb, ic4, oy, ox, b, l); break;
+        }
       }
     }
   }
 }
 
-// Depthwise: 16 channels of one pixel per vector, weights int32 [kh * kw][c16].
+// Depthwise: 32 channels of one pixel per step, multiplied in 16 bits (|uint8 x int8| < 2^15, exact) and summed in
+// 32; weights int16 [kh * kw][c32].
 void depthwise(const ConvCall& c) {
-  const int32_t* w = static_cast<const int32_t*>(c.weights);
-  const int c16 = (c.oc + 15) / 16 * 16;
-  for (int b = c.b0; b < c.b1 && b < c16 / 16; ++b) {
-    const int left = c.oc - b * 16;
-    Lanes l;
-    l.mask = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-    l.comp = _mm512_loadu_si512(c.ep.comp + b * 16);
-    l.mul = _mm512_loadu_ps(c.ep.mul + b * 16);
-    l.bias = _mm512_loadu_ps(c.ep.bias + b * 16);
-    l.slope = c.ep.slope ? _mm512_loadu_ps(c.ep.slope + b * 16) : _mm512_setzero_ps();
+  const int16_t* w = static_cast<const int16_t*>(c.weights);
+  const int c32 = (c.oc + 31) / 32 * 32;
+  const int end = c.oc < c.b1 * 16 ? c.oc : c.b1 * 16;
+  for (int c0 = c.b0 * 16; c0 < end; c0 += 32) {
+    const Lanes lo = lanes_for(c, c0, end), hi = lanes_for(c, c0 + 16, end);
+    const __mmask32 m32 = static_cast<__mmask32>(lo.mask) | (static_cast<__mmask32>(hi.mask) << 16);
     for (int oy = c.oy0; oy < c.oy1; ++oy) {
       for (int ox = 0; ox < c.ow; ++ox) {
-        __m512i acc = _mm512_setzero_si512();
+        __m512i acc_lo = _mm512_setzero_si512(), acc_hi = acc_lo;
         for (int ky = 0; ky < c.kh; ++ky) {
-          const uint8_t* row = c.in + (oy * c.sh - c.ph + ky) * c.in_row + b * 16;
+          const uint8_t* row = c.in + (oy * c.sh - c.ph + ky) * c.in_row + c0;
           for (int kx = 0; kx < c.kw; ++kx) {
             const uint8_t* px = row + (ox * c.sw - c.pw + kx) * c.in_cs;
-            const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(l.mask, px));
-            const __m512i wv = _mm512_loadu_si512(w + (ky * c.kw + kx) * c16 + b * 16);
-            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(x, wv));
+            const int16_t* wk = w + (ky * c.kw + kx) * c32 + c0;
+            if (hi.mask) {
+              const __m512i x = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m32, px));
+              const __m512i p = _mm512_mullo_epi16(x, _mm512_loadu_si512(wk));
+              acc_lo = _mm512_add_epi32(acc_lo, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(p)));
+              acc_hi = _mm512_add_epi32(acc_hi, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(p, 1)));
+            } else {   // 16 channels or fewer left
+              const __m256i x = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(lo.mask, px));
+              const __m256i p = _mm256_mullo_epi16(x, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk)));
+              acc_lo = _mm512_add_epi32(acc_lo, _mm512_cvtepi16_epi32(p));
+            }
           }
         }
-        finish(acc, l, c.ep, c.sum_in ? c.sum_in + oy * c.sum_row + ox * c.sum_cs + b * 16 : nullptr,
-               c.out ? c.out + oy * c.out_row + ox * c.out_cs + b * 16 : nullptr,
-               c.out_f ? c.out_f + (oy * c.ow + ox) * c.oc + b * 16 : nullptr);
+        const int64_t at_sum = oy * c.sum_row + ox * c.sum_cs + c0, at_out = oy * c.out_row + ox * c.out_cs + c0;
+        float* out_f = c.out_f ? c.out_f + (oy * c.ow + ox) * c.oc + c0 : nullptr;
+        finish(acc_lo, lo, c.ep, c.sum_in ? c.sum_in + at_sum : nullptr, c.out ? c.out + at_out : nullptr, out_f);
+        if (hi.mask)
+          finish(acc_hi, hi, c.ep, c.sum_in ? c.sum_in + at_sum + 16 : nullptr, c.out ? c.out + at_out + 16 : nullptr,
+                 out_f ? out_f + 16 : nullptr);
       }
     }
   }

@@ -67,7 +67,7 @@ struct Layer {
   int in, out, sum;   // tensor ids; out = -1 for the float output, sum = -1 without a residual
   int kh, kw, sh, sw, ph, pw, oc, ic;
   std::vector<int8_t> weights;      // natural [oc][kh][kw][ic] (dense) or [c][kh][kw] (depthwise)
-  std::vector<char> packed;          // this path's layout (dense), or int32 [taps][c16] (depthwise)
+  std::vector<char> packed;          // this path's layout (dense), or int16 [taps][c32] (depthwise)
   std::vector<int32_t> comp;
   std::vector<float> mul, bias, slope;
   Epilogue ep;
@@ -89,11 +89,11 @@ struct Net {
 
 void pack_layer(Layer& l, int isa) {
   if (l.depthwise) {
-    const int c16 = (l.oc + 15) / 16 * 16, taps = l.kh * l.kw;
-    l.packed.assign(static_cast<size_t>(taps) * c16 * sizeof(int32_t), 0);
-    int32_t* d = reinterpret_cast<int32_t*>(l.packed.data());
+    const int c32 = (l.oc + 31) / 32 * 32, taps = l.kh * l.kw;
+    l.packed.assign(static_cast<size_t>(taps) * c32 * sizeof(int16_t), 0);
+    int16_t* d = reinterpret_cast<int16_t*>(l.packed.data());
     for (int c = 0; c < l.oc; ++c)
-      for (int t = 0; t < taps; ++t) d[t * c16 + c] = l.weights[c * taps + t];
+      for (int t = 0; t < taps; ++t) d[t * c32 + c] = l.weights[c * taps + t];
     return;
   }
   const Kernels& k = table(isa);
@@ -322,13 +322,13 @@ int gfi8_layer(void* p, int depthwise, int in, int out, int sum, int kh, int kw,
   l->kh = kh; l->kw = kw; l->sh = sh; l->sw = sw; l->ph = ph; l->pw = pw; l->oc = oc; l->ic = ti.c;
   const size_t nw = static_cast<size_t>(oc) * kh * kw * (depthwise ? 1 : ti.c);
   l->weights.assign(w, w + nw);
-  const int c16 = (oc + 15) / 16 * 16;
-  l->comp.assign(c16, 0); l->mul.assign(c16, 0.0f); l->bias.assign(c16, 0.0f);
+  const int c32 = (oc + 31) / 32 * 32;   // kernels load 16 or 32 lanes of these at a time
+  l->comp.assign(c32, 0); l->mul.assign(c32, 0.0f); l->bias.assign(c32, 0.0f);
   std::copy(comp, comp + oc, l->comp.begin());
   std::copy(mul, mul + oc, l->mul.begin());
   std::copy(bias, bias + oc, l->bias.begin());
   if (slope) {
-    l->slope.assign(c16, 0.0f);
+    l->slope.assign(c32, 0.0f);
     std::copy(slope, slope + oc, l->slope.begin());
   }
   l->ep = gfi8::Epilogue{l->comp.data(), l->mul.data(), l->bias.data(), relu, sum >= 0 ? 1 : 0, post_relu,

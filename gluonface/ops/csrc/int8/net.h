@@ -32,11 +32,11 @@ namespace gfi8 {
 constexpr int kMaxChannels = 4096;   // widest layer (kernels keep one pixel's accumulators on the stack)
 
 struct Epilogue {
-  const int32_t* comp;   // per output channel, padded to a multiple of 16
+  const int32_t* comp;   // per output channel, padded to a multiple of 32
   const float* mul;
   const float* bias;
   int relu, sum, post_relu;
-  const float* slope;    // per-channel PReLU slope applied last (null: none), padded to a multiple of 16
+  const float* slope;    // per-channel PReLU slope applied last (null: none), padded like comp
   float sum_mul;
   int z_sum;
   float s_out;
@@ -52,7 +52,7 @@ struct ConvCall {
   int ic;                // input channels (dense) / channels (depthwise)
   int kh, kw, sh, sw, ph, pw;
   int oc, oh, ow;
-  const void* weights;   // dense: this path's packed layout; depthwise: int32 [kh * kw][oc padded to 16]
+  const void* weights;   // dense: this path's packed layout; depthwise: int16 [kh * kw][oc padded to 32]
   Epilogue ep;
   const uint8_t* sum_in;  // residual operand, the output's shape
   int64_t sum_row;
