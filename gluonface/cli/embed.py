@@ -4,7 +4,7 @@ IMAGES are aligned face files (the model's input size, e.g. 112x112) or director
 The .npy holds (N, E) float32 L2-normalised embeddings (flip test-time augmentation unless --no-flip);
 OUT.txt beside it lists the image paths in the same order. MODEL is PREFIX (PREFIX-symbol.json +
 PREFIX-0000.params, float32 or INT8) or MODEL.onnx, as written by `gluonface export`. The backend that ran
-(MXNet or onnxruntime; --backend) is printed at the end.
+(MXNet, onnxruntime or gluonface's INT8 runner; --backend) is printed at the end.
 """
 from gluonface.export.names import BACKENDS
 
@@ -16,8 +16,9 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
-                        help="auto: per batch size the faster of MXNet and onnxruntime (measured on the first "
-                             "batches); mxnet / onnxruntime: that one only")
+                        help="auto: per batch size the faster of MXNet and onnxruntime (INT8 models: of MXNet "
+                             "and gluonface's INT8 runner), measured on the first batches; mxnet / onnxruntime / "
+                             "native (the INT8 runner): that one only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -25,8 +25,9 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--ctx", default="cpu", help="cpu, gpu0 or gpu0,gpu1 (batches split across devices)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
-                        help="exported models: auto (per batch size the faster of MXNet and onnxruntime, "
-                             "measured on the first batches), mxnet or onnxruntime; eval.json says which ran")
+                        help="exported models: auto (per batch size the faster of MXNet and onnxruntime, for "
+                             "INT8 models of MXNet and gluonface's INT8 runner, measured on the first batches), "
+                             "mxnet, onnxruntime or native (the INT8 runner); eval.json says which ran")
     parser.add_argument("--nfolds", type=int, default=10)
     parser.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation")
     parser.add_argument("--keep-image-norm", action="store_true",

@@ -216,6 +216,13 @@ def test_onnx_input_conventions_through_eval_and_embed(world, tmp_path, capsys):
     assert results["raw"]["auc"] == pytest.approx(results["normalized"]["auc"], abs=1e-4)
 
 
+def _eval_with(prefix, pairs, out, backend, capsys):
+    """``gluonface eval`` of an exported PREFIX in batches of 4 on ``backend``: (eval.json, printed summary)."""
+    assert main(["eval", prefix, "--bin", pairs, "--out", str(out), "--no-progress", "--batch-size", "4",
+                 "--backend", backend]) == 0
+    return json.load(open(out / "eval.json")), capsys.readouterr().out
+
+
 def test_eval_and_embed_say_which_backend_ran(world, tmp_path, capsys):
     """--backend on an exported PREFIX: every backend gives the run's accuracy; eval.json and the summary say
     which one ran each batch size; a run directory refuses onnxruntime with the fix."""
@@ -224,11 +231,7 @@ def test_eval_and_embed_say_which_backend_ran(world, tmp_path, capsys):
     capsys.readouterr()
     results = {}
     for backend in ("mxnet", "onnxruntime", "auto"):
-        out = tmp_path / backend
-        assert main(["eval", prefix, "--bin", pairs, "--out", str(out), "--no-progress", "--batch-size", "4",
-                     "--backend", backend]) == 0
-        summary = capsys.readouterr().out
-        res = json.load(open(out / "eval.json"))
+        res, summary = _eval_with(prefix, pairs, tmp_path / backend, backend, capsys)
         report = res["model"]["backend"]
         assert report["backend"] == backend and f"backend {backend}" in summary
         if backend == "auto":   # 4-image batches, many of them: the small class was measured and chosen
@@ -247,6 +250,30 @@ def test_eval_and_embed_say_which_backend_ran(world, tmp_path, capsys):
     assert main(["eval", run, "--bin", pairs, "--backend", "onnxruntime"]) == 2
     err = capsys.readouterr().err
     assert "is a run directory" in err and "gluonface export RUN_DIR PREFIX --onnx" in err
+
+
+def test_int8_eval_and_embed_on_the_native_runner(world, tmp_path, capsys):
+    """The INT8 PREFIX through the CLI: --backend native runs gluonface's runner (accuracy as export verified
+    it), auto measures it against MXNet's INT8, embed says which ran; a float32 PREFIX refuses native."""
+    root, _, _, _ = world
+    prefix, pairs = str(root / "model" / "m-int8"), str(root / "pairs.bin")
+    meta = json.load(open(root / "model" / "export.json"))
+    capsys.readouterr()
+    for backend in ("native", "auto"):
+        res, summary = _eval_with(prefix, pairs, tmp_path / backend, backend, capsys)
+        report = res["model"]["backend"]
+        if backend == "native":
+            assert report["runs"] == {"all": "native"}
+            assert res["verification"]["pairs"]["accuracy"] == pytest.approx(
+                meta["verification"]["int8_native"]["accuracy"])
+        else:
+            assert set(report["ms_per_image"]["1-8"]) == {"mxnet", "native"}
+            assert f"batch 1-8: {report['runs']['1-8']}" in summary
+    assert main(["embed", str(root / "faces" / "id0"), "--model", prefix, "--out", str(tmp_path / "e.npy"),
+                 "--no-progress", "--backend", "native"]) == 0
+    assert "backend native" in capsys.readouterr().out
+    assert main(["eval", str(root / "model" / "m"), "--bin", pairs, "--backend", "native"]) == 2
+    assert "runs INT8 symbols on the CPU" in capsys.readouterr().err
 
 
 def test_inference_commands_run_mxnet_synchronously_on_the_cpu(world, tmp_path):
