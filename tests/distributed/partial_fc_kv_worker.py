@@ -5,9 +5,12 @@ Scenarios, each writing ``OUT_DIR/<name>-rank<r>.npz`` (same batches as the Horo
 ``equiv-arcface`` / ``equiv-cosface`` (sample_rate=1), ``resume-straight`` / ``resume-resumed``
 (sample_rate=0.5), ``sampling`` (sample_rate=0.1, C=400: learning) and ``memory`` (C=800 000).
 """
+import faulthandler
 import os
 import sys
 import types
+
+faulthandler.dump_traceback_later(60, repeat=True)   # a stalled job leaves every role's stack in its log
 
 # tiny matrices must still be sliced over both servers (ps-lite reads this in the worker)
 os.environ.setdefault("MXNET_KVSTORE_BIGARRAY_BOUND", "64")
@@ -21,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from partial_fc_hvd_worker import D, E, OPT, backbone_init, global_batches  # noqa: E402
 
 from gluonface.parallel import init_dist, make_trainer  # noqa: E402
+from gluonface.parallel.heartbeat import Heartbeat  # noqa: E402
 from gluonface.losses.partial_fc import build_partial_fc  # noqa: E402
 from gluonface.losses.partial_fc.kvstore import PartialFCKVStore  # noqa: E402
 
@@ -91,6 +95,18 @@ def memory(dist_ctx, out):
 
 
 def main(out):
+    # Like a training worker, say "done" at the end: MXNet 1.9.1's exit can hang here (one worker in the dist
+    # kvstore's exit barrier, the other in MXNotifyShutdown, seen with faulthandler in about 1 job in 5 on a
+    # loaded 2-core machine); the launcher then stops the processes left after its finish grace, as it does
+    # for `gluonface train`, instead of waiting for the job timeout.
+    heartbeat = Heartbeat(interval=1.0)
+    try:
+        run(out)
+    finally:
+        heartbeat.close("done")
+
+
+def run(out):
     dist_ctx = init_dist(types.SimpleNamespace(engine="kvstore", kvstore="dist_sync"))
     rank = dist_ctx.rank
     memory(dist_ctx, out)
