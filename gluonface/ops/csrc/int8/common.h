@@ -28,6 +28,13 @@ inline float round_clamped(float v) {
   return (v + kRoundMagic) - kRoundMagic;
 }
 
+// Four input channels of one pixel as one int32 (unaligned); dense kernels broadcast it.
+inline int32_t load32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
 inline int clamp_u8(int q) { return q < 0 ? 0 : (q > 255 ? 255 : q); }
 
 // The epilogue of net.h on `n` channels of one pixel: acc[0..n) -> out (uint8) or out_f (float).

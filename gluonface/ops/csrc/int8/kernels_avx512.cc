@@ -8,12 +8,6 @@
 namespace gfi8 {
 namespace {
 
-inline int32_t load32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 size_t pack_bytes(int oc, int kh, int kw, int ic) {
   return static_cast<size_t>((oc + 15) / 16) * kh * kw * ((ic + 3) / 4) * 64;
 }
