@@ -72,15 +72,16 @@ def _set_trainer_state(trainer, saved):
 
 
 def _broadcast_object(hvd):
-    """``hvd.broadcast_object`` that returns ``obj`` itself when this process is the whole job.
-
-    Horovod 0.28.1's MXNet ops race at size 1: the background thread completes the op (and MXNet frees its
-    name) before ``EnqueueTensorBroadcast`` has logged that name, a use-after-free that crashed about one
-    survivor in five in our kill tests (core dump: memcpy from the freed name in operations.cc:1745). At
-    size 1 a broadcast from rank 0 is the identity, so no op is issued.
+    """The ``bcast_object`` Horovod's elastic state calls: ``horovod_ops.broadcast_object`` (allreduce-based,
+    since Horovod's own ``broadcast_object`` can crash a rank), and ``obj`` itself when this process is the
+    whole job (no op at size 1, where the same race crashed about one survivor in five in our kill tests).
     """
+    from gluonface.parallel.horovod_ops import broadcast_object
+
     def bcast(obj, root_rank=0, name=None):
-        return obj if hvd.size() == 1 else hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+        if hvd.size() == 1:
+            return obj
+        return broadcast_object(hvd, obj, name or f"elastic.{type(obj).__name__}", root_rank)
     return bcast
 
 

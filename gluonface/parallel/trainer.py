@@ -12,6 +12,7 @@ processed (summed over its devices). Every engine then applies the mean gradient
 Every worker must call ``step`` the same number of times: an extra step on one worker hangs ``dist_sync``
 forever and stalls Horovod (``data.loader.TrainLoader`` gives every part the same step count).
 """
+import mxnet as mx
 from mxnet import gluon
 
 from gluonface.parallel.kvstore_trainer import KVStoreTrainer
@@ -75,20 +76,22 @@ def _horovod_trainer(params, optimizer, optimizer_params, dist_ctx, prefix):
 
 
 def broadcast_from_rank0(hvd, params, prefix):
-    """Rank 0's values of ``params`` on every Horovod rank, before the first forward.
+    """Rank 0's values of ``params`` on every Horovod rank, in place (all devices).
 
-    Not ``hvd.broadcast_parameters``: it hands Horovod the parameter arrays themselves, and after an
-    inference-mode forward MKLDNN keeps conv weights in its own layout, which Horovod cannot read ("can't
-    generate TBlob for MKLDNN data"). A ``copy()`` has the plain layout; the result is copied back.
-    A single rank has nothing to receive: no Horovod operation is issued (Horovod 0.28.1 can read a freed
-    operation name at world size 1 and crash).
+    One allreduce of the parameters' bytes (``horovod_ops.broadcast_arrays``), never Horovod's broadcast,
+    which can crash a rank (see that module). Not ``hvd.broadcast_parameters`` either: after an
+    inference-mode forward oneDNN keeps conv weights in its own layout, which Horovod cannot read ("can't
+    generate TBlob for MKLDNN data"); the arrays are read in plain layout here.
+    A single rank has nothing to receive: no Horovod operation is issued.
     """
     if hvd.size() == 1:
         return
-    for p in sorted(params, key=lambda q: q.name):
-        tmp = p.list_data()[0].copy()
-        hvd.broadcast_(tmp, root_rank=0, name=f"{prefix}bcast.{p.name}")
-        p.set_data(tmp)
-    for p in params:
+    from gluonface.parallel.horovod_ops import broadcast_arrays
+    plist = sorted(params, key=lambda q: q.name)
+    values = broadcast_arrays(hvd, [p.list_data()[0] for p in plist], f"{prefix}bcast.params")
+    if hvd.rank() != 0:
+        for p, value in zip(plist, values):
+            p.set_data(mx.nd.array(value, dtype=value.dtype))
+    for p in plist:
         for arr in p.list_data():
             arr.wait_to_read()

@@ -165,9 +165,10 @@ def start_crashed_natively(exc):
 def start_until_checkpoint(make_job, run_dir, attempts=2):
     """``(job, start_crashes)``: ``make_job(attempt)``'s job once it has published its first checkpoint.
 
-    A worker that dies in native code before any fault (rare: seen once in ~100 elastic starts, Horovod 0.28.1 +
-    MXNet 1.9.1) is not what a fault cell tests: the job starts again on a clean run directory, at most
-    ``attempts`` times, and the crashes' output is returned for the report. Any other early end fails at once.
+    A worker that dies in native code before any fault is not what a fault cell tests: the job starts again on
+    a clean run directory, at most ``attempts`` times, and the crashes' output is returned for the report. Any
+    other early end fails at once. (The start-up crash seen once in ~100 elastic starts was Horovod 0.28.1's
+    broadcast use-after-free, which gluonface no longer calls: gluonface.parallel.horovod_ops.)
     """
     crashes = []
     for attempt in range(attempts):
