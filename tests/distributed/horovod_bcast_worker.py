@@ -16,7 +16,8 @@ from gluonface.parallel.trainer import broadcast_from_rank0
 
 def _net(rank):
     net = gluon.nn.HybridSequential()
-    net.add(gluon.nn.Conv2D(8, 3, in_channels=3), gluon.nn.BatchNorm(in_channels=8), gluon.nn.Dense(5, in_units=8 * 6 * 6))
+    net.add(gluon.nn.Conv2D(8, 3, in_channels=3), gluon.nn.BatchNorm(in_channels=8),
+            gluon.nn.Dense(5, in_units=8 * 6 * 6))
     mx.random.seed(100 + rank)    # every rank starts from different weights
     net.initialize(mx.init.Xavier())
     net.hybridize(static_alloc=True)
