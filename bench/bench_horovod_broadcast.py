@@ -19,13 +19,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def _cpu():
-    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0]
-    model = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")][0]
-    keep = [f for f in flags.split() if f.startswith(("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"))]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(keep)}"
-
-
 def rank_main(args):
     import mxnet as mx
     import horovod.mxnet as hvd
@@ -81,6 +74,7 @@ def main():
     args = ap.parse_args()
     if args.rank:
         return rank_main(args)
+    from gluonface.machine import cpu_line
     horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
     runs = []
     for _ in range(args.runs):
@@ -89,7 +83,7 @@ def main():
                              capture_output=True, text=True, check=True).stdout
         runs.append(json.loads(out.split("RESULT ", 1)[1].splitlines()[0]))
     first = runs[0]
-    lines = [INTRO, f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {_cpu()}, Python "
+    lines = [INTRO, f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_line()}, Python "
              f"{platform.python_version()}; {args.model}: {first['params']} parameters, {first['mb']:.1f} MB float32; "
              f"2 Horovod ranks (Gloo) on this machine; {args.rounds} rounds, the two methods alternating in the same "
              f"processes; {args.runs} runs.", "",
